@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make demo` (the demo site) and `make test` (everything CI checks).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: demo test lint typecheck pytest docs dist clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+## The demo site on http://$(HOST):$(PORT)/ (SQLite, offline demo provider unless configured).
+demo: $(VENV)/.demo-installed
+	cd testproject && ../$(BIN)/python manage.py migrate --noinput
+	cd testproject && ../$(BIN)/uvicorn testproject.asgi:application --host $(HOST) --port $(PORT)
+
+## Lint, types, docs and the whole test suite with coverage.
+test: lint typecheck pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev-installed
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+docs: $(VENV)/.dev-installed
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+dist: $(VENV)/.dev-installed
+	rm -rf dist && $(BIN)/python -m build
+
+clean:
+	rm -rf $(VENV) dist build docs/_build .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,350 @@
+"""One asyncio task per assistant turn: provider → broker → writer.
+
+A :class:`Generation` is independent of any HTTP request: requests only subscribe to the
+broker, so a turn keeps its text when a tab closes, can be watched from several tabs, resumed
+after a reload and stopped from anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+from django_llmstream.brokers import BaseBroker, TurnEvent, get_broker
+from django_llmstream.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from django_llmstream.exceptions import LLMStreamError
+from django_llmstream.providers import BaseProvider, ChatRequest
+from django_llmstream.replay import StreamLog, done_data, error_data
+from django_llmstream.text import StreamTextCleaner
+from django_llmstream.writer import TranscriptWriter, get_writer
+
+__all__ = ["Generation", "running_generations"]
+
+logger = logging.getLogger("django_llmstream.generation")
+
+#: Generations running in this process, by turn id.
+_running: dict[str, Generation] = {}
+
+
+def running_generations() -> dict[str, Generation]:
+    return _running
+
+
+class Generation:
+    """Runs one turn. Create it, ``await begin()`` (publishes ``start``), then ``start()``."""
+
+    def __init__(
+        self,
+        *,
+        turn_id: str,
+        conversation_id: str,
+        provider: BaseProvider,
+        request: ChatRequest,
+        started_at: datetime | None = None,
+        started_monotonic: float | None = None,
+        cancel_when_unwatched: float | None = None,
+        broker: BaseBroker | None = None,
+        writer: TranscriptWriter | None = None,
+    ) -> None:
+        self.turn_id = turn_id
+        self.conversation_id = conversation_id
+        self.provider = provider
+        self.request = request
+        self.started_at = started_at or timezone.now()
+        self.t0 = started_monotonic if started_monotonic is not None else time.monotonic()
+        self.cancel_when_unwatched = cancel_when_unwatched
+        self.broker = broker or get_broker()
+        self.writer = writer or get_writer()
+        self.seq = 0
+        self.log = StreamLog()
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
+        self._text_cleaner = StreamTextCleaner()
+        self._reasoning_cleaner = StreamTextCleaner()
+        self.usage = Usage()
+        self.finish: Finish | None = None
+        self.ttft_ms: int | None = None
+        self.status = "pending"
+        self.cancel_reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._consume_task: asyncio.Task[None] | None = None
+        self.finished = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def begin(self) -> None:
+        """Publish ``start`` so that the turn is known to the broker before anyone asks."""
+        await self._publish(
+            "start",
+            {
+                "conversation": self.conversation_id,
+                "turn": self.turn_id,
+                "provider": self.provider.alias,
+                "model": self.request.model,
+            },
+            "s",
+            None,
+        )
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the turn as a background task with a fresh context (no request state)."""
+        _running[self.turn_id] = self
+        self.task = asyncio.get_running_loop().create_task(
+            self.run(), name=f"llmstream-turn-{self.turn_id}", context=contextvars.Context()
+        )
+        return self.task
+
+    def cancel(self, reason: str = "stopped") -> None:
+        """Stop the turn: the upstream connection is closed, the partial text kept."""
+        if self.cancel_reason is None and not self.finished.is_set():
+            self.cancel_reason = reason
+            if self._consume_task is not None:
+                self._consume_task.cancel()
+
+    async def run(self) -> None:
+        unregister = self.broker.on_stop(self.turn_id, lambda: self.cancel("stopped"))
+        watchdog: asyncio.Task[None] | None = None
+        if self.cancel_when_unwatched is not None:
+            watchdog = asyncio.create_task(self._watch_presence(self.cancel_when_unwatched))
+        error: LLMStreamError | None = None
+        interrupted = False
+        try:
+            self.status = "streaming"
+            await self.writer.write_now(self.turn_id, {"status": "streaming"})
+            self._consume_task = asyncio.create_task(self._consume())
+            if self.cancel_reason is not None:
+                self._consume_task.cancel()
+            try:
+                await self._consume_task
+            except asyncio.CancelledError:
+                if self.cancel_reason is None:
+                    # Our own task was cancelled from outside (server shutdown).
+                    interrupted = True
+                    self._consume_task.cancel()
+        except LLMStreamError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            interrupted = True
+        except Exception as exc:
+            logger.exception("Turn %s failed unexpectedly", self.turn_id)
+            error = LLMStreamError("The answer could not be completed (internal error).")
+            error.__cause__ = exc
+        finally:
+            unregister()
+            if watchdog is not None:
+                watchdog.cancel()
+            try:
+                await self._end(error, interrupted)
+            finally:
+                _running.pop(self.turn_id, None)
+                self.finished.set()
+
+    async def _consume(self) -> None:
+        stream = self.provider.stream(self.request)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    await self._on_text(event.text)
+                elif isinstance(event, ReasoningDelta):
+                    await self._on_reasoning(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    await self._on_tool_call(event)
+                elif isinstance(event, Usage):
+                    self.usage = self.usage.merged(event)
+                elif isinstance(event, Finish):
+                    self.finish = event
+        finally:
+            # Closes the upstream response at once, also on cancellation.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _watch_presence(self, grace: float) -> None:
+        unwatched_since = self.t0
+        interval = min(1.0, max(grace / 4, 0.05))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if await self.broker.watchers(self.turn_id) > 0:
+                unwatched_since = now
+            elif now - unwatched_since >= grace:
+                self.cancel("unwatched")
+                return
+
+    # -- events ------------------------------------------------------------------------
+
+    def _elapsed_ms(self) -> int:
+        return max(0, int((time.monotonic() - self.t0) * 1000))
+
+    async def _publish(
+        self, event: str, data: dict[str, Any], kind: str, length: int | None
+    ) -> None:
+        self.seq += 1
+        self.log.add(self.seq, kind, length)
+        await self.broker.publish(self.turn_id, TurnEvent(self.seq, event, data))
+
+    async def _on_text(self, raw: str) -> None:
+        text = self._text_cleaner.feed(raw)
+        if text:
+            if self.ttft_ms is None:
+                self.ttft_ms = self._elapsed_ms()
+            self._text.append(text)
+            await self._publish("delta", {"text": text}, "d", len(text))
+            self.writer.mark_dirty(self)
+
+    async def _on_reasoning(self, raw: str) -> None:
+        text = self._reasoning_cleaner.feed(raw)
+        if text:
+            if self.ttft_ms is None:
+                self.ttft_ms = self._elapsed_ms()
+            self._reasoning.append(text)
+            await self._publish("reasoning", {"text": text}, "r", len(text))
+            self.writer.mark_dirty(self)
+
+    async def _on_tool_call(self, delta: ToolCallDelta) -> None:
+        call = self._tool_calls.get(delta.index)
+        first = call is None
+        if call is None:
+            call = self._tool_calls[delta.index] = {
+                "index": delta.index,
+                "id": delta.id,
+                "name": delta.name,
+                "arguments": "",
+            }
+        else:
+            call["id"] = call["id"] or delta.id
+            call["name"] = call["name"] or delta.name
+        call["arguments"] += delta.arguments
+        await self._publish(
+            "tool_call",
+            {
+                "index": delta.index,
+                "id": call["id"] if first else None,
+                "name": call["name"] if first else None,
+                "arguments": delta.arguments,
+            },
+            f"t{delta.index}",
+            len(delta.arguments),
+        )
+        self.writer.mark_dirty(self)
+
+    # -- persistence -------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        return "".join(self._text)
+
+    def _tool_call_list(self) -> list[dict[str, Any]]:
+        return [dict(self._tool_calls[i]) for i in sorted(self._tool_calls)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The fields of a running turn, copied so the writer thread never sees them change."""
+        return {
+            "status": "streaming",
+            "content": "".join(self._text),
+            "reasoning": "".join(self._reasoning),
+            "tool_calls": self._tool_call_list(),
+            "stream_log": self.log.copy(),
+            "ttft_ms": self.ttft_ms,
+        }
+
+    async def _end(self, error: LLMStreamError | None, interrupted: bool) -> None:
+        # Text held back by a cleaner (a trailing high surrogate) is flushed as U+FFFD.
+        for cleaner, parts in ((self._text_cleaner, self._text), (self._reasoning_cleaner, self._reasoning)):
+            rest = cleaner.flush()
+            if rest:
+                parts.append(rest)
+                kind = "d" if parts is self._text else "r"
+                self.log.add(self.seq + 1, kind, len(rest))
+                self.seq += 1
+                await self.broker.publish(
+                    self.turn_id,
+                    TurnEvent(self.seq, "delta" if kind == "d" else "reasoning", {"text": rest}),
+                )
+        duration_ms = self._elapsed_ms()
+        usage = self.usage
+        cost: Decimal | None = None
+        finish_reason = ""
+        error_type = ""
+        error_message = ""
+        if interrupted:
+            self.status = "interrupted"
+            error_type = "interrupted"
+            error_message = "The server stopped before the answer was complete."
+        elif error is not None:
+            self.status = "failed"
+            error_type = error.type
+            error_message = error.message
+        elif self.cancel_reason is not None:
+            self.status = "cancelled"
+            finish_reason = "cancelled"
+        else:
+            self.status = "completed"
+            finish_reason = self.finish.reason if self.finish is not None else "stop"
+        if self.status in {"completed", "cancelled", "failed"}:
+            cost = self.provider.cost(self.request.model, usage)
+        terminal_id = self.seq + 1
+        self.log.add(terminal_id, "x")
+        fields: dict[str, Any] = {
+            "status": self.status,
+            "content": "".join(self._text),
+            "reasoning": "".join(self._reasoning),
+            "tool_calls": self._tool_call_list(),
+            "stream_log": self.log.copy(),
+            "finish_reason": finish_reason,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "cost": cost,
+            "ttft_ms": self.ttft_ms,
+            "duration_ms": duration_ms,
+            "error_type": error_type,
+            "error_message": error_message,
+            "finished_at": timezone.now(),
+        }
+        try:
+            await asyncio.shield(self.writer.finalize(self.turn_id, fields))
+        except Exception:
+            logger.exception("Could not save the end of turn %s", self.turn_id)
+        if error_type:
+            data = error_data(error_type, error_message)
+            event = "error"
+        else:
+            data = done_data(
+                finish_reason=finish_reason,
+                usage=usage.as_dict(),
+                cost=cost,
+                ttft_ms=self.ttft_ms,
+                duration_ms=duration_ms,
+            )
+            event = "done"
+        self.seq = terminal_id
+        await self.broker.publish(self.turn_id, TurnEvent(terminal_id, event, data))
+        logger.info(
+            "Turn %s ended: %s%s in %d ms",
+            self.turn_id,
+            self.status,
+            f" ({error_type})" if error_type else "",
+            duration_ms,
+        )
+
+
+async def shutdown(timeout: float = 5.0) -> None:
+    """End every running turn of this process as ``interrupted`` (tests, server shutdown)."""
+    gens = list(_running.values())
+    for gen in gens:
+        if gen.task is not None:
+            gen.task.cancel()
+    for gen in gens:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(gen.finished.wait(), timeout)

@@ -1,0 +1,140 @@
+"""Batched transcript writes.
+
+Running turns mark themselves dirty on each event (a set insertion, no I/O); every
+``FLUSH_INTERVAL`` one task snapshots all dirty turns and writes them in one transaction, on
+one dedicated thread — so a process holds one database connection for all its streams, however
+many there are, and never writes per token. The final row of a turn is written by
+:meth:`TranscriptWriter.finalize`, which the generation awaits before its terminal event goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import connection as db_connection
+from django.db import transaction
+
+from django_llmstream.conf import app_settings
+
+__all__ = ["Snapshotable", "TranscriptWriter", "get_writer", "run_db"]
+
+logger = logging.getLogger("django_llmstream.writer")
+
+T = TypeVar("T")
+
+# One thread for every database write of the streaming machinery: one connection per process.
+_db_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmstream-db")
+_db_thread_ready = threading.local()
+
+
+def _with_connection(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on this thread's connection, reconnecting once if the server dropped it."""
+    if not getattr(_db_thread_ready, "done", False):
+        close_old_connections()
+        _db_thread_ready.done = True
+    try:
+        return fn()
+    except (InterfaceError, OperationalError):
+        # A connection the server closed (restart, idle timeout) fails once; start afresh.
+        db_connection.close()
+        return fn()
+
+
+async def run_db(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (ORM code) on the writer's database thread and wait for it.
+
+    Calls are executed one at a time in the order they are made, so a snapshot flushed before
+    a turn's final write can never overwrite it.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_db_executor, _with_connection, fn)
+
+
+class Snapshotable(Protocol):
+    turn_id: str
+
+    def snapshot(self) -> dict[str, Any]:
+        """The turn's persistent fields as they stand now."""
+
+
+class TranscriptWriter:
+    """Flushes running turns every ``FLUSH_INTERVAL`` seconds; one per event loop."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[str, Snapshotable] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.flushes = 0  # number of batched writes, for tests and benchmarks
+
+    def mark_dirty(self, turn: Snapshotable) -> None:
+        """Called on every event of a running turn: cheap, no I/O."""
+        if turn.turn_id not in self._dirty:
+            self._dirty[turn.turn_id] = turn
+            if self._task is None or self._task.done():
+                # A fresh context: the flush loop must not inherit a request's
+                # thread-sensitive context (asgiref would keep a thread alive for it).
+                self._task = asyncio.get_running_loop().create_task(
+                    self._run(), context=contextvars.Context()
+                )
+
+    async def _run(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(float(app_settings.FLUSH_INTERVAL))
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every dirty turn now, in one transaction."""
+        if not self._dirty:
+            return
+        batch = {turn_id: turn.snapshot() for turn_id, turn in self._dirty.items()}
+        self._dirty.clear()
+        try:
+            await run_db(lambda: _write_batch(batch))
+            self.flushes += 1
+        except DatabaseError:
+            # A failed periodic flush loses nothing: the final write carries the whole row.
+            logger.exception("Could not save %d streaming turn(s); will retry", len(batch))
+
+    async def finalize(self, turn_id: str, fields: Mapping[str, Any]) -> None:
+        """Write a turn's final row now and wait until it is committed."""
+        self._dirty.pop(turn_id, None)
+        await run_db(lambda: _write_batch({turn_id: dict(fields)}))
+
+    async def write_now(self, turn_id: str, fields: Mapping[str, Any]) -> None:
+        """Write some fields of a turn at once (e.g. its status when streaming begins)."""
+        await run_db(lambda: _write_batch({turn_id: dict(fields)}))
+
+
+def _write_batch(batch: Mapping[str, Mapping[str, Any]]) -> None:
+    from django_llmstream.models import Message
+
+    with transaction.atomic():
+        for turn_id, fields in batch.items():
+            # Never overwrite a row that has already reached its end (e.g. marked
+            # interrupted by a sweep) with a late periodic snapshot.
+            query = Message.objects.filter(pk=turn_id)
+            if fields.get("status") not in Message.TERMINAL_STATUSES:
+                query = query.exclude(status__in=Message.TERMINAL_STATUSES)
+            query.update(**fields)
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TranscriptWriter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_writer() -> TranscriptWriter:
+    """The writer of the running event loop."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = TranscriptWriter()
+    return writer
