@@ -23,7 +23,10 @@ async def stream_events(
     backend = get_provider(provider)
     chosen = model or backend.default_model
     if not chosen:
-        raise InvalidProviderConfig(f"Provider {backend.alias!r} has no default model; pass model=.")
+        raise InvalidProviderConfig(
+            f"Provider {backend.alias!r} has no default model; pass model=."
+        )
+    chat: tuple[ChatMessage, ...]
     if isinstance(messages, str):
         chat = (ChatMessage("user", clean_text(messages)),)
     else:

@@ -36,15 +36,23 @@ _NUMBERS: dict[str, tuple[float, bool]] = {
     "MAX_BODY_BYTES": (1, False),
     "PAGE_SIZE": (1, False),
 }
-_INTEGERS = {"RETRY_MS", "MAX_RETRIES", "MAX_CONNECTIONS", "MAX_PROMPT_CHARS", "MAX_BODY_BYTES",
-             "PAGE_SIZE"}
+_INTEGERS = {
+    "RETRY_MS",
+    "MAX_RETRIES",
+    "MAX_CONNECTIONS",
+    "MAX_PROMPT_CHARS",
+    "MAX_BODY_BYTES",
+    "PAGE_SIZE",
+}
 
 
 def register() -> None:
     checks.register(check_settings, "llmstream")
 
 
-def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def check_settings(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     raw = getattr(settings, "LLMSTREAM", {})
     if not isinstance(raw, Mapping):
         return [
@@ -98,7 +106,7 @@ def _check_choices() -> list[checks.CheckMessage]:
     if app_settings.ON_DISCONNECT not in {"cancel", "finish"}:
         errors.append(
             checks.Error(
-                f'{_W.format("ON_DISCONNECT")} = {app_settings.ON_DISCONNECT!r} is not valid.',
+                f"{_W.format('ON_DISCONNECT')} = {app_settings.ON_DISCONNECT!r} is not valid.",
                 hint='Set it to "cancel" or "finish".',
                 id="llmstream.E013",
             )
@@ -106,7 +114,7 @@ def _check_choices() -> list[checks.CheckMessage]:
     if not isinstance(app_settings.ALLOW_ANONYMOUS, bool):
         errors.append(
             checks.Error(
-                f'{_W.format("ALLOW_ANONYMOUS")} must be True or False.',
+                f"{_W.format('ALLOW_ANONYMOUS')} must be True or False.",
                 id="llmstream.E016",
             )
         )
@@ -121,7 +129,7 @@ def _check_providers() -> list[checks.CheckMessage]:
     if not isinstance(providers, Mapping) or not providers:
         return [
             checks.Error(
-                f'{_W.format("PROVIDERS")} must be a non-empty dict of alias -> options.',
+                f"{_W.format('PROVIDERS')} must be a non-empty dict of alias -> options.",
                 hint='For example {"demo": {"BACKEND": '
                 '"django_llmstream.providers.demo.DemoProvider"}}.',
                 id="llmstream.E003",
@@ -146,7 +154,7 @@ def _check_providers() -> list[checks.CheckMessage]:
     if default is not None and default not in providers:
         errors.append(
             checks.Error(
-                f'{_W.format("DEFAULT_PROVIDER")} = {default!r} is not in PROVIDERS.',
+                f"{_W.format('DEFAULT_PROVIDER')} = {default!r} is not in PROVIDERS.",
                 hint=f"Use one of: {', '.join(map(repr, providers))}.",
                 id="llmstream.E005",
             )
@@ -180,13 +188,17 @@ def _check_allowed_params() -> list[checks.CheckMessage]:
     else:
         for name, spec in allowed.items():
             if not isinstance(spec, Mapping) or spec.get("type") not in {
-                "int", "float", "bool", "str", "list"
+                "int",
+                "float",
+                "bool",
+                "str",
+                "list",
             }:
                 problems.append(f'{name!r} needs a "type" of int, float, bool, str or list')
     if problems:
         return [
             checks.Error(
-                f'{_W.format("ALLOWED_PARAMS")} is not valid: {"; ".join(problems)}.',
+                f"{_W.format('ALLOWED_PARAMS')} is not valid: {'; '.join(problems)}.",
                 hint='Example: {"temperature": {"type": "float", "min": 0, "max": 2}}.',
                 id="llmstream.E015",
             )

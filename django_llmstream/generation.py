@@ -259,7 +259,10 @@ class Generation:
 
     async def _end(self, error: LLMStreamError | None, interrupted: bool) -> None:
         # Text held back by a cleaner (a trailing high surrogate) is flushed as U+FFFD.
-        for cleaner, parts in ((self._text_cleaner, self._text), (self._reasoning_cleaner, self._reasoning)):
+        for cleaner, parts in (
+            (self._text_cleaner, self._text),
+            (self._reasoning_cleaner, self._reasoning),
+        ):
             rest = cleaner.flush()
             if rest:
                 parts.append(rest)

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.utils.html import format_html
 
 from django_llmstream.brokers import Subscription, TurnEvent
 from django_llmstream.conf import app_settings
@@ -53,14 +54,16 @@ def _html_fragment(event: TurnEvent) -> str:
         return html.escape(str(data.get("arguments", "")), quote=False)
     if event.event == "done":
         usage = data.get("usage") or {}
-        return (
-            f'<span class="llmstream-done" data-finish-reason="{html.escape(str(data.get("finish_reason")))}">'
-            f"{html.escape(str(usage.get('output_tokens') if usage.get('output_tokens') is not None else ''))}"
-            "</span>"
+        tokens = usage.get("output_tokens")
+        return format_html(
+            '<span class="llmstream-done" data-finish-reason="{}" data-output-tokens="{}"></span>',
+            data.get("finish_reason"),
+            "" if tokens is None else tokens,
         )
-    return (
-        f'<span class="llmstream-error" data-error-type="{html.escape(str(data.get("type")))}">'
-        f"{html.escape(str(data.get('message', '')))}</span>"
+    return format_html(
+        '<span class="llmstream-error" data-error-type="{}">{}</span>',
+        data.get("type"),
+        data.get("message", ""),
     )
 
 

@@ -44,9 +44,7 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    too_big = RequestValidationError(
-        f"The request body is larger than {limit} bytes.", status=413
-    )
+    too_big = RequestValidationError(f"The request body is larger than {limit} bytes.", status=413)
     if declared > limit:
         raise too_big
     try:
@@ -65,7 +63,7 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
             raise RequestValidationError("The JSON body must be an object.")
         return data
     if content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        form: dict[str, Any] = {k: v for k, v in request.POST.items()}
+        form: dict[str, Any] = dict(request.POST.items())
         params = {k[7:-1]: v for k, v in form.items() if k.startswith("params[")}
         form = {k: v for k, v in form.items() if not k.startswith("params[")}
         if "params" in form:
@@ -78,9 +76,7 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
         elif params:
             form["params"] = params
         return form
-    raise RequestValidationError(
-        "Send the body as application/json (or a form).", status=415
-    )
+    raise RequestValidationError("Send the body as application/json (or a form).", status=415)
 
 
 def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
@@ -116,9 +112,7 @@ def _check_param(name: str, value: Any, spec: Mapping[str, Any]) -> Any:
             value = float(value)
         low, high = spec.get("min"), spec.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
-            raise RequestValidationError(
-                f"{name} must be between {low} and {high}.", field=where
-            )
+            raise RequestValidationError(f"{name} must be between {low} and {high}.", field=where)
         return value
     if kind == "bool":
         if not isinstance(value, bool):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -82,30 +83,30 @@ class LLMStreamView(View):
 
     owner: Owner
 
-    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    async def dispatch(  # type: ignore[override]
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
         try:
             if request.method not in {"GET", "HEAD", "OPTIONS", "TRACE"}:
                 reason = self.check_csrf(request)
                 if reason is not None:
                     return error_response(403, "csrf_failed", f"CSRF check failed: {reason}.")
-            if request.method and request.method.lower() in self.http_method_names and hasattr(
-                self, request.method.lower()
+            if (
+                request.method
+                and request.method.lower() in self.http_method_names
+                and hasattr(self, request.method.lower())
             ):
                 owner = await self.get_owner(request)
                 if owner is None:
-                    return error_response(
-                        403, "not_authenticated", "Log in to use this endpoint."
-                    )
+                    return error_response(403, "not_authenticated", "Log in to use this endpoint.")
                 self.owner = owner
-            response: HttpResponseBase = await super().dispatch(request, *args, **kwargs)
-            return response
+            handled = super().dispatch(request, *args, **kwargs)
+            return await cast(Awaitable[HttpResponseBase], handled)
         except RequestValidationError as exc:
             return error_response(exc.status, _error_type(exc.status), exc.message, exc.field)
 
-    def http_method_not_allowed(
-        self, request: HttpRequest, *args: Any, **kwargs: Any
-    ) -> Any:
-        allowed = ", ".join(m.upper() for m in self._allowed_methods())
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        allowed = ", ".join(m.upper() for m in self.http_method_names if hasattr(self, m))
         response = error_response(
             405,
             "method_not_allowed",
@@ -132,7 +133,7 @@ class LLMStreamView(View):
         """The caller as an :class:`Owner`, or ``None`` when they may not use the API."""
         user = await request.auser()
         if user.is_authenticated:
-            return Owner(user=user, session_key=None)  # type: ignore[arg-type]
+            return Owner(user=user, session_key=None)
         if not app_settings.ALLOW_ANONYMOUS:
             return None
         session = getattr(request, "session", None)
@@ -144,13 +145,13 @@ class LLMStreamView(View):
                 return Owner(user=None, session_key="")
             await session.aset("llmstream_visitor", True)
             await session.asave()
-        return Owner(user=None, session_key=session.session_key)
+        return Owner(user=None, session_key=session_owner_key(session.session_key))
 
     def get_queryset(self) -> QuerySet[Conversation]:
         """The conversations the caller may see: everything else is a 404."""
         owner = self.owner
         if owner.user is not None:
-            return Conversation.objects.filter(owner=owner.user)
+            return Conversation.objects.filter(owner=owner.user)  # type: ignore[misc]
         if not owner.session_key:
             return Conversation.objects.none()
         return Conversation.objects.filter(owner__isnull=True, session_key=owner.session_key)
@@ -165,6 +166,13 @@ class LLMStreamView(View):
         if turn is None:
             raise RequestValidationError("No such turn.", field="turn", status=404)
         return turn
+
+
+def session_owner_key(session_key: str) -> str:
+    """What ``Conversation.session_key`` holds for a visitor: a keyed hash of the session key,
+    so the database and the admin never show a value that would let someone take over the
+    visitor's session."""
+    return salted_hmac("django_llmstream.owner", session_key, algorithm="sha256").hexdigest()
 
 
 def _error_type(status: int) -> str:

@@ -18,9 +18,14 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
 from django.db import connection as db_connection
-from django.db import transaction
 
 from django_llmstream.conf import app_settings
 
@@ -31,7 +36,9 @@ logger = logging.getLogger("django_llmstream.writer")
 T = TypeVar("T")
 
 # One thread for every database write of the streaming machinery: one connection per process.
-_db_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmstream-db")
+_db_executor = concurrent.futures.ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="llmstream-db"
+)
 _db_thread_ready = threading.local()
 
 

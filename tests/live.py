@@ -7,6 +7,7 @@ talk to it over real sockets with httpx, and read its event streams with our SSE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -130,10 +131,8 @@ class Client:
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 result.raw = response.read()
                 if result.raw:
-                    try:
+                    with contextlib.suppress(ValueError):
                         result.json = response.json()
-                    except ValueError:
-                        pass
                 return result
             for chunk in response.iter_bytes():
                 result.raw += chunk

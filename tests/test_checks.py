@@ -71,7 +71,9 @@ def test_each_misconfiguration_is_reported(settings: Any, expected: str) -> None
 
 def test_messages_say_what_to_set() -> None:
     with override_settings(
-        LLMSTREAM={"PROVIDERS": {"openai": {"BACKEND": "django_llmstream.providers.openai.OpenAIProvider"}}}
+        LLMSTREAM={
+            "PROVIDERS": {"openai": {"BACKEND": "django_llmstream.providers.openai.OpenAIProvider"}}
+        }
     ):
         (message,) = [m for m in check_settings() if m.id == "llmstream.E006"]
     assert 'LLMSTREAM["PROVIDERS"]["openai"]' in message.msg
@@ -79,6 +81,9 @@ def test_messages_say_what_to_set() -> None:
 
 
 def test_manage_py_check_fails_on_errors() -> None:
-    with override_settings(LLMSTREAM={"ON_DISCONNECT": "ignore"}), pytest.raises(SystemCheckError) as info:
+    with (
+        override_settings(LLMSTREAM={"ON_DISCONNECT": "ignore"}),
+        pytest.raises(SystemCheckError) as info,
+    ):
         call_command("check")
     assert "llmstream.E013" in str(info.value)

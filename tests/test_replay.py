@@ -25,7 +25,9 @@ def _message(events: list[tuple[str, str]], **fields: Any) -> Message:
             reasoning += piece
         else:
             index = int(kind[1:])
-            call = calls.setdefault(index, {"index": index, "id": f"call_{index}", "name": "f", "arguments": ""})
+            call = calls.setdefault(
+                index, {"index": index, "id": f"call_{index}", "name": "f", "arguments": ""}
+            )
             call["arguments"] += piece
         log.add(seq, kind, len(piece))
     log.add(seq + 1, "x")
@@ -49,7 +51,15 @@ def _message(events: list[tuple[str, str]], **fields: Any) -> Message:
     )
 
 
-EVENTS = [("r", "think "), ("r", "hard"), ("d", "Hel"), ("d", "lo"), ("t0", '{"a"'), ("t0", ":1}"), ("d", "!")]
+EVENTS = [
+    ("r", "think "),
+    ("r", "hard"),
+    ("d", "Hel"),
+    ("d", "lo"),
+    ("t0", '{"a"'),
+    ("t0", ":1}"),
+    ("d", "!"),
+]
 
 
 def _received(events: list[tuple[str, str]], after: int) -> dict[str, str]:
@@ -105,7 +115,9 @@ def test_resume_from_a_replayed_id_is_exact_again() -> None:
 
 
 def test_terminal_of_failed_turn() -> None:
-    message = _message([("d", "part")], status="failed", error_type="upstream_timeout", error_message="slow")
+    message = _message(
+        [("d", "part")], status="failed", error_type="upstream_timeout", error_message="slow"
+    )
     (event,) = replay_events(message, 2)
     assert event.event == "error"
     assert dict(event.data) == {"type": "upstream_timeout", "message": "slow", "retryable": True}
@@ -113,7 +125,9 @@ def test_terminal_of_failed_turn() -> None:
 
 
 def test_row_without_log_gets_a_synthetic_one() -> None:
-    message = Message(role="assistant", content="abc", status="cancelled", finish_reason="cancelled")
+    message = Message(
+        role="assistant", content="abc", status="cancelled", finish_reason="cancelled"
+    )
     events = replay_events(message, 0)
     assert [e.event for e in events] == ["start", "delta", "done"]
     assert events[-1].data["finish_reason"] == "cancelled"

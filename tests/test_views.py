@@ -44,7 +44,9 @@ def _llm_settings() -> Any:
         yield
 
 
-def assert_error(response: Any, status: int, field: str | None, error_type: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: Any, status: int, field: str | None, error_type: str | None = None
+) -> dict[str, Any]:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json"
     error = json.loads(response.content)["error"]
@@ -84,7 +86,9 @@ async def assert_nothing_written() -> None:
     ],
 )
 @pytest.mark.parametrize("url", [URL, "/llmstream/stream/"])
-async def test_invalid_input_is_refused_and_writes_nothing(url: str, body: dict[str, Any], field: str) -> None:
+async def test_invalid_input_is_refused_and_writes_nothing(
+    url: str, body: dict[str, Any], field: str
+) -> None:
     response = await AsyncClient().post(url, body, content_type="application/json")
     assert_error(response, 400, field, "invalid_request")
     await assert_nothing_written()
@@ -105,7 +109,9 @@ async def test_wrong_content_type() -> None:
 
 
 async def test_body_too_large() -> None:
-    response = await AsyncClient().post(URL, {"prompt": "x" * 3000}, content_type="application/json")
+    response = await AsyncClient().post(
+        URL, {"prompt": "x" * 3000}, content_type="application/json"
+    )
     assert_error(response, 413, None, "request_too_large")
     await assert_nothing_written()
 
@@ -129,7 +135,9 @@ async def test_csrf_token_accepted() -> None:
 
 
 async def test_form_encoded_body_is_accepted() -> None:
-    response = await AsyncClient().post(URL, {"prompt": "from a form", "params[temperature]": "0.5"})
+    response = await AsyncClient().post(
+        URL, {"prompt": "from a form", "params[temperature]": "0.5"}
+    )
     assert response.status_code == 201, response.content
     turn = await Message.objects.aget(pk=json.loads(response.content)["turn"])
     assert turn.params == {"temperature": 0.5}
@@ -176,7 +184,12 @@ async def test_turn_runs_and_replays() -> None:
     events = await _read_events(client, body["events_url"])
     assert events[0] == (
         "start",
-        {"conversation": body["conversation"], "turn": body["turn"], "provider": "demo", "model": "demo-large"},
+        {
+            "conversation": body["conversation"],
+            "turn": body["turn"],
+            "provider": "demo",
+            "model": "demo-large",
+        },
     )
     assert events[-1][0] == "done"
     turn = await Message.objects.aget(pk=body["turn"])
@@ -190,7 +203,9 @@ async def test_ownership_other_visitors_get_404() -> None:
     body = await _start(alice)
     await _read_events(alice, body["events_url"])
     conversation = body["conversation"]
-    assert_error(await mallory.get(f"/llmstream/conversations/{conversation}/"), 404, "conversation")
+    assert_error(
+        await mallory.get(f"/llmstream/conversations/{conversation}/"), 404, "conversation"
+    )
     assert_error(await mallory.get(body["events_url"]), 404, "turn")
     assert_error(await mallory.post(body["stop_url"]), 404, "turn")
     response = await mallory.post(

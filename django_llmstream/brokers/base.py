@@ -99,5 +99,5 @@ class BaseBroker(abc.ABC):
         Returns a function that unregisters the callback (the generation calls it at its end).
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called at shutdown and in tests."""

@@ -186,7 +186,7 @@ class BaseProvider(abc.ABC):
     def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         """Yield the answer to ``request`` as normalized events (see the class docstring)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release shared resources (connection pools); called at shutdown and in tests."""
 
 
