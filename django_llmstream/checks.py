@@ -1,7 +1,7 @@
 """System checks: a misconfigured ``LLMSTREAM`` fails at start-up, never mid-stream.
 
 Ids: ``llmstream.E001``… for errors, ``llmstream.W001``… for warnings. Each provider and the
-broker contribute their own ``check()`` (E006-E011 for providers, E020+ for brokers).
+broker contribute their own ``check()`` (E006-E011 and E017 come from providers).
 """
 
 from __future__ import annotations

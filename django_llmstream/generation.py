@@ -296,7 +296,8 @@ class Generation:
         if self.status in {"completed", "cancelled", "failed"}:
             cost = self.provider.cost(self.request.model, usage)
         terminal_id = self.seq + 1
-        self.log.add(terminal_id, "x")
+        retryable = error.retryable if error is not None else None
+        self.log.add_terminal(terminal_id, retryable)
         fields: dict[str, Any] = {
             "status": self.status,
             "content": "".join(self._text),
@@ -320,7 +321,7 @@ class Generation:
         except Exception:
             logger.exception("Could not save the end of turn %s", self.turn_id)
         if error_type:
-            data = error_data(error_type, error_message)
+            data = error_data(error_type, error_message, retryable)
             event = "error"
         else:
             data = done_data(

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["StreamLog", "done_data", "error_data", "replay_events", "terminal_event_id"]
 
 # Run kinds: "s" start, "d" text delta, "r" reasoning, "t<index>" tool call, "x" terminal.
+# The terminal entry of a failed turn is ["x", id, {"retryable": bool}]: the flag of the
+# exception that ended it, which may differ from its type's default (e.g. a 408).
 
 
 class StreamLog:
@@ -37,8 +39,16 @@ class StreamLog:
         if length is None:
             self.runs.append([kind, event_id])
             return
+        self._add_piece(event_id, kind, length)
+
+    def add_terminal(self, event_id: int, retryable: bool | None = None) -> None:
+        self.runs.append(
+            ["x", event_id] if retryable is None else ["x", event_id, {"retryable": retryable}]
+        )
+
+    def _add_piece(self, event_id: int, kind: str, length: int) -> None:
         last = self.runs[-1] if self.runs else None
-        if last is not None and last[0] == kind and len(last) == 3:
+        if last is not None and last[0] == kind and last[0] != "x" and len(last) == 3:
             lengths: list[int] = last[2]
             if last[1] + len(lengths) == event_id:
                 lengths.append(length)
@@ -46,14 +56,16 @@ class StreamLog:
         self.runs.append([kind, event_id, [length]])
 
     def copy(self) -> list[list[Any]]:
-        return [[r[0], r[1], list(r[2])] if len(r) == 3 else list(r) for r in self.runs]
+        return [
+            [r[0], r[1], list(r[2])] if len(r) == 3 and r[0] != "x" else list(r) for r in self.runs
+        ]
 
     @property
     def last_id(self) -> int:
         if not self.runs:
             return 0
         run = self.runs[-1]
-        return int(run[1]) + (len(run[2]) - 1 if len(run) == 3 else 0)
+        return int(run[1]) + (len(run[2]) - 1 if len(run) == 3 and run[0] != "x" else 0)
 
 
 def done_data(
@@ -74,8 +86,11 @@ def done_data(
     }
 
 
-def error_data(error_type: str, message: str) -> dict[str, Any]:
-    return {"type": error_type, "message": message, "retryable": is_retryable(error_type)}
+def error_data(error_type: str, message: str, retryable: bool | None = None) -> dict[str, Any]:
+    """The ``error`` event's data; ``retryable`` defaults to what the type usually means."""
+    if retryable is None:
+        retryable = is_retryable(error_type)
+    return {"type": error_type, "message": message, "retryable": retryable}
 
 
 def start_data(message: Message) -> dict[str, Any]:
@@ -87,10 +102,16 @@ def start_data(message: Message) -> dict[str, Any]:
     }
 
 
-def _terminal_event(message: Message, event_id: int) -> TurnEvent:
+def _terminal_event(message: Message, event_id: int, log: StreamLog) -> TurnEvent:
     if message.status == "failed" or message.status == "interrupted":
         error_type = message.error_type or message.status
-        return TurnEvent(event_id, "error", error_data(error_type, message.error_message))
+        retryable = None
+        last = log.runs[-1] if log.runs else None
+        if last is not None and last[0] == "x" and len(last) == 3:
+            retryable = last[2].get("retryable")
+        return TurnEvent(
+            event_id, "error", error_data(error_type, message.error_message, retryable)
+        )
     return TurnEvent(
         event_id,
         "done",
@@ -186,5 +207,5 @@ def replay_events(message: Message, after: int) -> list[TurnEvent]:
             )
     terminal_id = terminal_event_id(message)
     if after < terminal_id:
-        events.append(_terminal_event(message, terminal_id))
+        events.append(_terminal_event(message, terminal_id, log))
     return events

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.middleware.gzip import re_accepts_gzip
 from django.utils.html import format_html
 
 from django_llmstream.brokers import Subscription, TurnEvent
@@ -140,7 +141,7 @@ class SSEResponse(StreamingHttpResponse):
         compress = (
             request is not None
             and _gzip_middleware_installed()
-            and "gzip" in request.META.get("HTTP_ACCEPT_ENCODING", "")
+            and re_accepts_gzip.search(request.META.get("HTTP_ACCEPT_ENCODING", "")) is not None
         )
         super().__init__(
             _gzip_stream(chunks) if compress else chunks,

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
@@ -90,6 +91,7 @@ class LLMStreamView(View):
             if request.method not in {"GET", "HEAD", "OPTIONS", "TRACE"}:
                 reason = self.check_csrf(request)
                 if reason is not None:
+                    reason = reason.rstrip(".")
                     return error_response(403, "csrf_failed", f"CSRF check failed: {reason}.")
             if (
                 request.method
@@ -246,6 +248,14 @@ class TurnStartMixin(LLMStreamView):
         return messages
 
     async def start_turn(self, request: HttpRequest) -> Generation:
+        if isinstance(request, WSGIRequest):
+            # Under WSGI each request gets its own short-lived event loop: a generation could
+            # not outlive it, and Django would buffer the whole stream. Say so plainly.
+            raise RequestValidationError(
+                "Streaming needs an ASGI server (uvicorn, daphne, hypercorn, granian); this "
+                "request came through WSGI.",
+                status=503,
+            )
         turn = validate_turn(parse_body(request))
         conversation: Conversation | None = None
         if turn.conversation is not None:

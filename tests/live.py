@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from django_llmstream.providers.http import aclose_clients
 from django_llmstream.sse import ServerSentEvent, SSEParser
 
 
@@ -46,7 +47,10 @@ class LiveServer:
     def _run(self) -> None:
         async def serve() -> None:
             self.loop = asyncio.get_running_loop()
-            await self.server.serve(sockets=[self.sock])
+            try:
+                await self.server.serve(sockets=[self.sock])
+            finally:
+                await aclose_clients()  # the shared upstream client of this loop
 
         asyncio.run(serve())
 
@@ -70,7 +74,7 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
+def uvicorn_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[LiveServer]:
     server = LiveServer()
     server.start()
     yield server
@@ -146,7 +150,7 @@ class Client:
 
 
 @pytest.fixture
-def client_e2e(live_server: LiveServer, transactional_db: None) -> Iterator[Client]:
-    client = Client(live_server.url)
+def client_e2e(uvicorn_server: LiveServer, transactional_db: None) -> Iterator[Client]:
+    client = Client(uvicorn_server.url)
     yield client
     client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -57,12 +58,14 @@ if _database_url:
     DATABASES = {"default": dj_database_url.parse(_database_url)}
 else:
     # A file, not :memory:, so the uvicorn server thread of the end-to-end tests and the test
-    # code see the same database.
+    # code see the same database; one per process, so parallel runs don't share it.
+    _sqlite_file = str(Path(tempfile.gettempdir()) / f"llmstream-tests-{os.getpid()}.sqlite3")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(BASE_DIR / "test.sqlite3"),
-            "TEST": {"NAME": str(BASE_DIR / "test.sqlite3")},
+            "NAME": _sqlite_file,
+            "TEST": {"NAME": _sqlite_file},
+            "OPTIONS": {"timeout": 20},
         }
     }
 

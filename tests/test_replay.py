@@ -147,3 +147,19 @@ def test_stream_cleaner_joins_split_surrogate_pairs() -> None:
     assert cleaner.feed("\ude00b") == "\U0001f600b"
     assert cleaner.feed("c\ud800") == "c"
     assert cleaner.flush() == "\ufffd"
+
+
+def test_failed_turn_keeps_the_retryable_flag_of_its_error() -> None:
+    log = StreamLog()
+    log.add(1, "s")
+    log.add_terminal(2, retryable=True)
+    message = Message(
+        role="assistant",
+        status="failed",
+        error_type="upstream_bad_request",  # usually not retryable; a 408 is
+        error_message="Request timeout",
+        stream_log=log.runs,
+    )
+    (event,) = replay_events(message, 1)
+    assert event.data["retryable"] is True
+    assert terminal_event_id(message) == 2

@@ -283,3 +283,12 @@ async def test_bad_last_event_id() -> None:
     await _read_events(client, body["events_url"])
     response = await client.get(body["events_url"], headers={"Last-Event-ID": "abc"})
     assert_error(response, 400, "last_event_id")
+
+
+def test_wsgi_requests_are_told_to_use_asgi() -> None:
+    from django.test import Client
+
+    response = Client().post(URL, {"prompt": "hi"}, content_type="application/json")
+    error = assert_error(response, 503, None, "unavailable")
+    assert "ASGI" in error["message"]
+    assert Message.objects.count() == 0

@@ -67,8 +67,10 @@ class BaseProvider(abc.ABC):
     default_base_url: ClassVar[str | None] = None
     #: Models allowed when the entry sets neither ``MODELS`` nor ``DEFAULT_MODEL``.
     default_models: ClassVar[Sequence[str]] = ()
-    #: Options this backend understands besides the common ones (for the unknown-key check).
+    #: Entry keys this backend understands besides the common ones (for the unknown-key check).
     extra_options: ClassVar[frozenset[str]] = frozenset()
+    #: ``OPTIONS`` keys this class reads; the check unions them along the class hierarchy.
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     common_options: ClassVar[frozenset[str]] = frozenset(
         {"BACKEND", "BASE_URL", "API_KEY", "MODELS", "DEFAULT_MODEL", "PRICES", "OPTIONS"}
@@ -82,14 +84,18 @@ class BaseProvider(abc.ABC):
             self.base_url = self.base_url.rstrip("/")
         # The key lives only here: never in repr(), str(), messages, the database or logs.
         self._api_key: str | None = config.get("API_KEY") or None
-        models = list(config.get("MODELS") or ())
+        raw_models = config.get("MODELS") or ()
+        # A lone string is one model, not a list of characters (the check flags it too).
+        models = [raw_models] if isinstance(raw_models, str) else list(raw_models)
         default = config.get("DEFAULT_MODEL")
         if default and default not in models:
             models.insert(0, default)
         self.models: list[str] = models or list(self.default_models)
         self.default_model: str | None = default or (self.models[0] if self.models else None)
-        self.prices: Mapping[str, Mapping[str, Any]] = config.get("PRICES") or {}
-        self.options: Mapping[str, Any] = config.get("OPTIONS") or {}
+        prices = config.get("PRICES") or {}
+        self.prices: Mapping[str, Mapping[str, Any]] = prices if isinstance(prices, Mapping) else {}
+        options = config.get("OPTIONS") or {}
+        self.options: Mapping[str, Any] = options if isinstance(options, Mapping) else {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} alias={self.alias!r} base_url={self.base_url!r}>"
@@ -133,14 +139,72 @@ class BaseProvider(abc.ABC):
                     id="llmstream.E009",
                 )
             )
-        for model, price in self.prices.items():
-            for kind, value in dict(price).items():
+        raw_models = self.config.get("MODELS")
+        if raw_models is not None and not (
+            isinstance(raw_models, list | tuple) and all(isinstance(m, str) for m in raw_models)
+        ):
+            errors.append(
+                checks.Error(
+                    f'{where}["MODELS"] must be a list of model names.',
+                    hint='For example ["gpt-4o-mini", "gpt-4o"].',
+                    id="llmstream.E008",
+                )
+            )
+        errors += self._check_prices(where)
+        options = self.config.get("OPTIONS")
+        if options is not None and not isinstance(options, Mapping):
+            errors.append(checks.Error(f'{where}["OPTIONS"] must be a dict.', id="llmstream.E017"))
+        known = self.known_options()
+        unknown_options = set(self.options) - known
+        if unknown_options:
+            errors.append(
+                checks.Error(
+                    f'{where}["OPTIONS"] has unknown key(s): '
+                    f"{', '.join(sorted(map(str, unknown_options)))}.",
+                    hint=f"{type(self).__name__} understands: "
+                    f"{', '.join(sorted(known)) or 'no OPTIONS'}.",
+                    id="llmstream.E017",
+                )
+            )
+        return errors
+
+    @classmethod
+    def known_options(cls) -> frozenset[str]:
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            names |= getattr(klass, "option_names", frozenset())
+            names |= getattr(klass, "overridable_settings", frozenset())
+        return frozenset(names)
+
+    def _check_prices(self, where: str) -> list[checks.CheckMessage]:
+        hint = (
+            'Prices are per million tokens: {"model": {"input": "0.15", "output": "0.60", '
+            '"cached_input": "0.075"}}.'
+        )
+        prices = self.config.get("PRICES")
+        if prices is None:
+            return []
+        if not isinstance(prices, Mapping):
+            return [
+                checks.Error(f'{where}["PRICES"] must be a dict.', hint=hint, id="llmstream.E010")
+            ]
+        errors: list[checks.CheckMessage] = []
+        for model, price in prices.items():
+            if not isinstance(price, Mapping):
+                errors.append(
+                    checks.Error(
+                        f'{where}["PRICES"]["{model}"] must be a dict.',
+                        hint=hint,
+                        id="llmstream.E010",
+                    )
+                )
+                continue
+            for kind, value in price.items():
                 if kind not in {"input", "output", "cached_input"} or not _is_decimal(value):
                     errors.append(
                         checks.Error(
                             f'{where}["PRICES"]["{model}"]["{kind}"] is not a price.',
-                            hint='Prices are per million tokens under "input", "output" and '
-                            '"cached_input", as strings such as "0.15".',
+                            hint=hint,
                             id="llmstream.E010",
                         )
                     )

@@ -1,0 +1,1 @@
+"""Provider backend tests: one contract suite (contract.py) run for every backend."""
