@@ -29,7 +29,7 @@ from django.db import connection as db_connection
 
 from django_llmstream.conf import app_settings
 
-__all__ = ["Snapshotable", "TranscriptWriter", "get_writer", "run_db"]
+__all__ = ["Snapshotable", "TranscriptWriter", "close_db_connection", "get_writer", "run_db"]
 
 logger = logging.getLogger("django_llmstream.writer")
 
@@ -63,6 +63,12 @@ async def run_db(fn: Callable[[], T]) -> T:
     """
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_db_executor, _with_connection, fn)
+
+
+def close_db_connection() -> None:
+    """Close the database thread's connection (tests before dropping their database;
+    servers at shutdown). The next write opens a new one."""
+    _db_executor.submit(lambda: db_connection.close()).result()
 
 
 class Snapshotable(Protocol):

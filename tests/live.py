@@ -20,6 +20,7 @@ import pytest
 
 from django_llmstream.providers.http import aclose_clients
 from django_llmstream.sse import ServerSentEvent, SSEParser
+from django_llmstream.writer import close_db_connection
 
 
 class LiveServer:
@@ -66,6 +67,8 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+        # The test database can only be dropped once nobody is connected to it.
+        close_db_connection()
 
     def call(self, coro: Any, timeout: float = 10) -> Any:
         """Run ``coro`` on the server's event loop (to look at its broker or generations)."""

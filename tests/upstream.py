@@ -462,6 +462,10 @@ class FakeUpstream:
                     break
         except (ConnectionError, ValueError):  # a client gone, or a request we cannot parse
             pass
+        except asyncio.CancelledError:
+            # The server is stopping. Ending normally keeps asyncio's stream protocol from
+            # logging the cancellation as an unhandled error.
+            pass
         finally:
             self._tasks.discard(task)
             with self._lock:
