@@ -119,7 +119,9 @@ class Generation:
         interrupted = False
         try:
             self.status = "streaming"
-            await self.writer.write_now(self.turn_id, {"status": "streaming"})
+            # The row becomes "streaming" with the next batched flush: no database round trip
+            # stands between the request and the upstream call.
+            self.writer.mark_dirty(self)
             self._consume_task = asyncio.create_task(self._consume())
             if self.cancel_reason is not None:
                 self._consume_task.cancel()
