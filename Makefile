@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test lint typecheck pytest docs dist clean
+.PHONY: demo test lint typecheck pytest docs dist clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(BIN)/python:
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
@@ -23,6 +27,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo-installed
 	cd testproject && ../$(BIN)/python manage.py migrate --noinput
 	cd testproject && ../$(BIN)/uvicorn testproject.asgi:application --host $(HOST) --port $(PORT)
+
+## Benchmarks against bare relays (docs/performance.rst): ~10 min; BENCH_ARGS=--quick for ~2.
+## PostgreSQL too when DATABASE_URL is set. Results: tests/benchmarks/results/*.json.
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
 
 ## Lint, types, docs and the whole test suite with coverage.
 test: lint typecheck pytest

@@ -1,7 +1,8 @@
 """django-llmstream: stream LLM answers from Django over Server-Sent Events.
 
-The Python API is :func:`stream`; everything else is reached through Django (views, models,
-admin) or its own module.
+The Python API is :func:`stream`, with :func:`lines`, :func:`sentences` and
+:func:`json_values` to read it by units (:mod:`django_llmstream.structured`); everything else
+is reached through Django (views, models, admin) or its own module.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "stream"]
+__all__ = ["__version__", "json_values", "lines", "sentences", "stream"]
+
+# Pure text helpers (no Django): read a stream by lines, sentences or JSON values.
+from django_llmstream.structured import json_values, lines, sentences
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+from django_llmstream.context import fit_context
 from django_llmstream.events import Event
 from django_llmstream.exceptions import InvalidProviderConfig
 from django_llmstream.providers import ChatMessage, ChatRequest, get_provider
@@ -33,6 +34,8 @@ async def stream_events(
         chat = tuple(
             ChatMessage(str(m["role"]), clean_text(str(m.get("content", "")))) for m in messages
         )
+    # The oldest turns beyond the provider's CONTEXT_BUDGET are left out, as in the views.
+    chat = tuple(fit_context(chat, backend.context_budget))
     request = ChatRequest(messages=chat, model=chosen, params=dict(params or {}))
     stream = backend.stream(request)
     try:

@@ -6,6 +6,7 @@ broker contribute their own ``check()`` (E006-E011 and E017 come from providers)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -22,6 +23,8 @@ _W = 'LLMSTREAM["{}"]'
 # Setting -> (smallest allowed, whether None is allowed).
 _NUMBERS: dict[str, tuple[float, bool]] = {
     "BROKER_TTL_SECONDS": (0, False),
+    "LEASE_SECONDS": (1, False),
+    "SHUTDOWN_DRAIN_SECONDS": (0, False),
     "HEARTBEAT_SECONDS": (0.001, False),
     "RETRY_MS": (0, False),
     "FLUSH_INTERVAL": (0.001, False),
@@ -32,6 +35,7 @@ _NUMBERS: dict[str, tuple[float, bool]] = {
     "MAX_RETRIES": (0, False),
     "RETRY_BACKOFF": (0, False),
     "MAX_CONNECTIONS": (1, False),
+    "CONTEXT_BUDGET": (1, True),
     "MAX_PROMPT_CHARS": (1, False),
     "MAX_BODY_BYTES": (1, False),
     "PAGE_SIZE": (1, False),
@@ -40,6 +44,7 @@ _INTEGERS = {
     "RETRY_MS",
     "MAX_RETRIES",
     "MAX_CONNECTIONS",
+    "CONTEXT_BUDGET",
     "MAX_PROMPT_CHARS",
     "MAX_BODY_BYTES",
     "PAGE_SIZE",
@@ -77,7 +82,34 @@ def check_settings(
     errors += _check_providers()
     errors += _check_broker()
     errors += _check_allowed_params()
+    errors += _check_server()
+    errors += _check_security()
     return errors
+
+
+def _check_security() -> list[checks.CheckMessage]:
+    """PERMISSION, AUTHENTICATORS (E030, E031) and LIMITS (E032, W030)."""
+    from django_llmstream.quotas import check_limits_settings
+    from django_llmstream.security import check_security_settings
+
+    return check_security_settings() + check_limits_settings()
+
+
+def _check_server() -> list[checks.CheckMessage]:
+    """Django's own ``runserver`` serves WSGI: say what that loses, before anyone wonders."""
+    argv = sys.argv
+    serving_wsgi = len(argv) > 1 and argv[1] == "runserver"
+    if not serving_wsgi or "daphne" in settings.INSTALLED_APPS:
+        return []
+    return [
+        checks.Warning(
+            "runserver serves WSGI: only POST stream/ streams there, one turn per request "
+            "(no turns/ + events/, no resume after a reload, no stop from another request).",
+            hint="Serve the ASGI application instead: uvicorn mysite.asgi:application (or add "
+            '"daphne" first to INSTALLED_APPS, whose runserver is ASGI).',
+            id="llmstream.W002",
+        )
+    ]
 
 
 def _check_numbers() -> list[checks.CheckMessage]:
@@ -109,6 +141,15 @@ def _check_choices() -> list[checks.CheckMessage]:
                 f"{_W.format('ON_DISCONNECT')} = {app_settings.ON_DISCONNECT!r} is not valid.",
                 hint='Set it to "cancel" or "finish".',
                 id="llmstream.E013",
+            )
+        )
+    if app_settings.CONCURRENT_TURNS not in {"reject", "cancel_previous", "queue"}:
+        errors.append(
+            checks.Error(
+                f"{_W.format('CONCURRENT_TURNS')} = {app_settings.CONCURRENT_TURNS!r} is not "
+                "valid.",
+                hint='Set it to "reject", "cancel_previous" or "queue".',
+                id="llmstream.E019",
             )
         )
     if not isinstance(app_settings.ALLOW_ANONYMOUS, bool):

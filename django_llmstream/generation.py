@@ -12,19 +12,25 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.dispatch import Signal
 from django.utils import timezone
 
+from django_llmstream import signals
 from django_llmstream.brokers import BaseBroker, TurnEvent, get_broker
+from django_llmstream.conf import app_settings
 from django_llmstream.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from django_llmstream.exceptions import LLMStreamError
+from django_llmstream.models import Message
 from django_llmstream.providers import BaseProvider, ChatRequest
+from django_llmstream.recovery import lease_deadline
 from django_llmstream.replay import StreamLog, done_data, error_data
 from django_llmstream.text import StreamTextCleaner
-from django_llmstream.writer import TranscriptWriter, get_writer
+from django_llmstream.writer import TranscriptWriter, get_writer, run_db
 
 __all__ = ["Generation", "running_generations"]
 
@@ -53,6 +59,8 @@ class Generation:
         cancel_when_unwatched: float | None = None,
         broker: BaseBroker | None = None,
         writer: TranscriptWriter | None = None,
+        wait_for: str | None = None,
+        prepare: Callable[[], Awaitable[ChatRequest]] | None = None,
     ) -> None:
         self.turn_id = turn_id
         self.conversation_id = conversation_id
@@ -62,6 +70,10 @@ class Generation:
         self.t0 = started_monotonic if started_monotonic is not None else time.monotonic()
         self.cancel_when_unwatched = cancel_when_unwatched
         self.broker = broker or get_broker()
+        # A turn queued behind another of its conversation: wait for that one to end, then
+        # build the request (``prepare``) from the conversation as it stands.
+        self.wait_for = wait_for
+        self.prepare = prepare
         self.writer = writer or get_writer()
         self.seq = 0
         self.log = StreamLog()
@@ -98,13 +110,28 @@ class Generation:
     def start(self) -> asyncio.Task[None]:
         """Run the turn as a background task with a fresh context (no request state)."""
         _running[self.turn_id] = self
-        self.task = asyncio.get_running_loop().create_task(
+        self.loop = asyncio.get_running_loop()
+        self.task = self.loop.create_task(
             self.run(), name=f"llmstream-turn-{self.turn_id}", context=contextvars.Context()
         )
         return self.task
 
     def cancel(self, reason: str = "stopped") -> None:
-        """Stop the turn: the upstream connection is closed, the partial text kept."""
+        """Stop the turn: the upstream connection is closed, the partial text kept.
+
+        Safe to call from any thread (under WSGI a turn runs in its own event loop thread).
+        """
+        loop = getattr(self, "loop", None)
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop is not None and current is not loop and not loop.is_closed():
+            loop.call_soon_threadsafe(self._cancel_now, reason)
+            return
+        self._cancel_now(reason)
+
+    def _cancel_now(self, reason: str) -> None:
         if self.cancel_reason is None and not self.finished.is_set():
             self.cancel_reason = reason
             if self._consume_task is not None:
@@ -112,12 +139,11 @@ class Generation:
 
     async def run(self) -> None:
         unregister = self.broker.on_stop(self.turn_id, lambda: self.cancel("stopped"))
-        watchdog: asyncio.Task[None] | None = None
-        if self.cancel_when_unwatched is not None:
-            watchdog = asyncio.create_task(self._watch_presence(self.cancel_when_unwatched))
+        watchdog = asyncio.create_task(self._keepalive())
         error: LLMStreamError | None = None
         interrupted = False
         try:
+            await _send(signals.turn_started, type(self.provider), **self._signal_args())
             self.status = "streaming"
             # The row becomes "streaming" with the next batched flush: no database round trip
             # stands between the request and the upstream call.
@@ -142,15 +168,31 @@ class Generation:
             error.__cause__ = exc
         finally:
             unregister()
-            if watchdog is not None:
-                watchdog.cancel()
+            watchdog.cancel()
             try:
                 await self._end(error, interrupted)
             finally:
                 _running.pop(self.turn_id, None)
                 self.finished.set()
 
+    async def _wait_for_previous(self, turn_id: str) -> None:
+        async with self.broker.subscribe(turn_id) as subscription:
+            while True:
+                events = await subscription.get(1.0)
+                if events and events[-1].terminal:
+                    return
+                if not events and await run_db(
+                    lambda: Message.objects.filter(
+                        pk=turn_id, status__in=Message.TERMINAL_STATUSES
+                    ).exists()
+                ):
+                    return
+
     async def _consume(self) -> None:
+        if self.wait_for is not None:
+            await self._wait_for_previous(self.wait_for)
+        if self.prepare is not None:
+            self.request = await self.prepare()
         stream = self.provider.stream(self.request)
         try:
             async for event in stream:
@@ -170,12 +212,22 @@ class Generation:
             if aclose is not None:
                 await aclose()
 
-    async def _watch_presence(self, grace: float) -> None:
+    async def _keepalive(self) -> None:
+        """Renew the lease while the turn runs (also while the upstream is silent), and
+        cancel the turn once nobody has watched it for the grace period, if asked to."""
+        grace = self.cancel_when_unwatched
+        renew_every = float(app_settings.LEASE_SECONDS) / 3
+        interval = renew_every if grace is None else min(renew_every, 1.0, max(grace / 4, 0.05))
         unwatched_since = self.t0
-        interval = min(1.0, max(grace / 4, 0.05))
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if now - renewed >= renew_every:
+                renewed = now
+                self.writer.mark_dirty(self)
+            if grace is None:
+                continue
             if await self.broker.watchers(self.turn_id) > 0:
                 unwatched_since = now
             elif now - unwatched_since >= grace:
@@ -257,7 +309,45 @@ class Generation:
             "tool_calls": self._tool_call_list(),
             "stream_log": self.log.copy(),
             "ttft_ms": self.ttft_ms,
+            "lease_expires_at": lease_deadline(),
         }
+
+    def _signal_args(self) -> dict[str, Any]:
+        return {
+            "turn_id": self.turn_id,
+            "conversation_id": self.conversation_id,
+            "provider": self.provider.alias,
+            "model": self.request.model,
+        }
+
+    async def _send_end_signal(
+        self,
+        usage: Usage,
+        cost: Decimal | None,
+        duration_ms: int,
+        error_type: str,
+        error_message: str,
+    ) -> None:
+        args = {
+            **self._signal_args(),
+            "status": self.status,
+            "usage": usage.as_dict(),
+            "cost": cost,
+            "duration_ms": duration_ms,
+        }
+        sender = type(self.provider)
+        if self.status == "completed":
+            await _send(signals.turn_finished, sender, **args)
+        elif self.status == "cancelled":
+            await _send(signals.turn_cancelled, sender, reason=self.cancel_reason, **args)
+        else:
+            await _send(
+                signals.turn_failed,
+                sender,
+                error_type=error_type,
+                error_message=error_message,
+                **args,
+            )
 
     async def _end(self, error: LLMStreamError | None, interrupted: bool) -> None:
         # Text held back by a cleaner (a trailing high surrogate) is flushed as U+FFFD.
@@ -317,6 +407,7 @@ class Generation:
             "error_type": error_type,
             "error_message": error_message,
             "finished_at": timezone.now(),
+            "lease_expires_at": None,
         }
         try:
             await asyncio.shield(self.writer.finalize(self.turn_id, fields))
@@ -336,17 +427,67 @@ class Generation:
             event = "done"
         self.seq = terminal_id
         await self.broker.publish(self.turn_id, TurnEvent(terminal_id, event, data))
+        await self._send_end_signal(usage, cost, duration_ms, error_type, error_message)
         logger.info(
             "Turn %s ended: %s%s in %d ms",
             self.turn_id,
             self.status,
             f" ({error_type})" if error_type else "",
             duration_ms,
+            # For structured logging (JSON formatters): figures only, never text or keys.
+            extra={
+                "turn_id": self.turn_id,
+                "conversation_id": self.conversation_id,
+                "provider": self.provider.alias,
+                "model": self.request.model,
+                "status": self.status,
+                "finish_reason": finish_reason or None,
+                "error_type": error_type or None,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "tokens": (usage.input_tokens or 0) + (usage.output_tokens or 0),
+                "cost": None if cost is None else str(cost),
+                "ttft_ms": self.ttft_ms,
+                "duration_ms": duration_ms,
+            },
         )
 
 
+async def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
+    for receiver, result in await signal.asend_robust(sender, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "A receiver of a django_llmstream signal failed: %r",
+                receiver,
+                exc_info=(type(result), result, result.__traceback__),
+            )
+
+
+_draining = False
+
+
+def is_draining() -> bool:
+    """Whether this process is shutting down (its running turns are being drained)."""
+    return _draining
+
+
+async def drain(timeout: float) -> None:
+    """Shut down this process's turns: let them finish for up to ``timeout`` seconds, then end
+    the rest as ``interrupted`` — saved, and their watchers told."""
+    global _draining
+    _draining = True
+    gens = list(_running.values())
+    if gens:
+        logger.info("Shutting down: %d running turn(s), %.1f s to finish", len(gens), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(gen.finished.wait() for gen in gens)), max(timeout, 0)
+            )
+    await shutdown()
+
+
 async def shutdown(timeout: float = 5.0) -> None:
-    """End every running turn of this process as ``interrupted`` (tests, server shutdown)."""
+    """End every running turn of this process as ``interrupted`` at once (tests, shutdown)."""
     gens = list(_running.values())
     for gen in gens:
         if gen.task is not None:

@@ -100,6 +100,12 @@ class Message(models.Model):
     # database once the broker has forgotten the turn: one entry per event id (see
     # django_llmstream.replay). Internal; not part of the public contract.
     stream_log = models.JSONField(_("stream log"), default=list, blank=True, editable=False)
+    # Until when the process running this turn vouches for it; it renews the lease while the
+    # turn runs. A pending or streaming turn whose lease has run out has lost its process and
+    # is swept to "interrupted" (django_llmstream.recovery). Internal.
+    lease_expires_at = models.DateTimeField(
+        _("lease expires at"), null=True, blank=True, editable=False, db_index=True
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
@@ -108,6 +114,8 @@ class Message(models.Model):
         ordering = ["created_at"]
         verbose_name = _("message")
         verbose_name_plural = _("messages")
+        # Checked where LLMSTREAM["HIDE_CONTENT_FROM_STAFF"] hides text (admin, exports).
+        permissions = [("view_message_content", _("Can view message content"))]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="llmstream_msg_conv_created")
         ]

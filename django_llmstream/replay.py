@@ -20,7 +20,14 @@ from django_llmstream.exceptions import is_retryable
 if TYPE_CHECKING:
     from django_llmstream.models import Message
 
-__all__ = ["StreamLog", "done_data", "error_data", "replay_events", "terminal_event_id"]
+__all__ = [
+    "StreamLog",
+    "done_data",
+    "error_data",
+    "replay_events",
+    "stored_last_id",
+    "terminal_event_id",
+]
 
 # Run kinds: "s" start, "d" text delta, "r" reasoning, "t<index>" tool call, "x" terminal.
 # The terminal entry of a failed turn is ["x", id, {"retryable": bool}]: the flag of the
@@ -145,6 +152,11 @@ def _synthetic_log(message: Message) -> StreamLog:
 def _stored_log(message: Message) -> StreamLog:
     runs = message.stream_log
     return StreamLog([list(r) for r in runs]) if runs else _synthetic_log(message)
+
+
+def stored_last_id(message: Message) -> int:
+    """The id of the last event the stored log accounts for."""
+    return _stored_log(message).last_id
 
 
 def terminal_event_id(message: Message) -> int:

@@ -14,6 +14,12 @@ urlpatterns = [
     path("turns/<uuid:turn>/events/", views.TurnEventsView.as_view(), name="turn-events"),
     path("turns/<uuid:turn>/stop/", views.TurnStopView.as_view(), name="turn-stop"),
     path("stream/", views.StreamView.as_view(), name="stream"),
+    # The AI SDK's reconnect URL: DefaultChatTransport appends "/<chatId>/stream" to its api.
+    re_path(
+        r"^stream/(?P<chat>[^/]+)/stream/?$",
+        views.AISDKReconnectView.as_view(),
+        name="ai-sdk-reconnect",
+    ),
     path("conversations/", views.ConversationListView.as_view(), name="conversation-list"),
     path(
         "conversations/<uuid:conversation>/",

@@ -1,25 +1,32 @@
 """The HTTP endpoints of PROTOCOL.md as small async class-based views.
 
 Subclass and override the hooks to adapt them: :meth:`LLMStreamView.get_owner` and
-:meth:`LLMStreamView.get_queryset` (who owns what), :meth:`TurnStartMixin.get_provider`,
-:meth:`TurnStartMixin.build_messages`.
+:meth:`LLMStreamView.get_queryset` (who owns what), :meth:`LLMStreamView.authenticate` and
+:meth:`LLMStreamView.check_permission` (the ``AUTHENTICATORS`` and ``PERMISSION`` settings),
+:meth:`TurnStartMixin.get_provider`, :meth:`TurnStartMixin.build_messages`,
+:meth:`TurnStartMixin.check_quota` (``LIMITS``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.core.handlers.wsgi import WSGIRequest
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -27,10 +34,12 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from django_llmstream.brokers import get_broker
+from django_llmstream import aisdk
+from django_llmstream.brokers import BaseBroker, Subscription, TurnEvent, get_broker
 from django_llmstream.conf import app_settings
+from django_llmstream.context import context_budget, fit_context
 from django_llmstream.exceptions import RequestValidationError
-from django_llmstream.generation import Generation, running_generations
+from django_llmstream.generation import Generation, is_draining, running_generations
 from django_llmstream.models import Conversation, Message
 from django_llmstream.providers import (
     BaseProvider,
@@ -39,11 +48,22 @@ from django_llmstream.providers import (
     get_provider,
     provider_aliases,
 )
-from django_llmstream.replay import replay_events, terminal_event_id
-from django_llmstream.responses import SSEResponse, error_response, event_stream
+from django_llmstream.providers.http import aclose_clients
+from django_llmstream.quotas import check_limits
+from django_llmstream.recovery import end_orphan, is_dead, lease_deadline
+from django_llmstream.replay import replay_events, stored_last_id, terminal_event_id
+from django_llmstream.responses import (
+    SSEResponse,
+    error_response,
+    event_stream,
+    replay_stream,
+)
+from django_llmstream.security import authenticate_request, check_body_size, has_permission
 from django_llmstream.validation import TurnInput, parse_body, parse_last_event_id, validate_turn
+from django_llmstream.writer import run_db
 
 __all__ = [
+    "AISDKReconnectView",
     "ConversationDetailView",
     "ConversationListView",
     "LLMStreamView",
@@ -88,11 +108,18 @@ class LLMStreamView(View):
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
         try:
+            # A token client (AUTHENTICATORS) carries its own credential, not an ambient
+            # cookie: CSRF cannot forge it, so it skips the check (docs/security.rst).
+            token_user = await self.authenticate(request)
             if request.method not in {"GET", "HEAD", "OPTIONS", "TRACE"}:
-                reason = self.check_csrf(request)
+                # Before the CSRF check, which reads a form body to find its token.
+                check_body_size(request)
+                reason = None if token_user is not None else self.check_csrf(request)
                 if reason is not None:
                     reason = reason.rstrip(".")
-                    return error_response(403, "csrf_failed", f"CSRF check failed: {reason}.")
+                    return await self.render_error(
+                        request, 403, "csrf_failed", f"CSRF check failed: {reason}."
+                    )
             if (
                 request.method
                 and request.method.lower() in self.http_method_names
@@ -100,12 +127,34 @@ class LLMStreamView(View):
             ):
                 owner = await self.get_owner(request)
                 if owner is None:
-                    return error_response(403, "not_authenticated", "Log in to use this endpoint.")
+                    return await self.render_error(
+                        request, 403, "not_authenticated", "Log in to use this endpoint."
+                    )
                 self.owner = owner
             handled = super().dispatch(request, *args, **kwargs)
             return await cast(Awaitable[HttpResponseBase], handled)
+        except PermissionDenied as exc:  # from an authenticator: a token it refuses
+            message = str(exc) or "Authentication failed."
+            return await self.render_error(request, 403, "not_authenticated", message)
         except RequestValidationError as exc:
-            return error_response(exc.status, _error_type(exc.status), exc.message, exc.field)
+            error_type = getattr(exc, "error_type", None) or _error_type(exc.status)
+            response = await self.render_error(
+                request, exc.status, error_type, exc.message, exc.field
+            )
+            for name, value in getattr(exc, "headers", {}).items():  # Retry-After of a 429
+                response[name] = value
+            return response
+
+    async def render_error(
+        self,
+        request: HttpRequest,
+        status: int,
+        error_type: str,
+        message: str,
+        field: str | None = None,
+    ) -> HttpResponse:
+        """The error response: PROTOCOL.md's JSON (``TurnCreateView`` also speaks HTML)."""
+        return error_response(status, error_type, message, field)
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         allowed = ", ".join(m.upper() for m in self.http_method_names if hasattr(self, m))
@@ -130,6 +179,38 @@ class LLMStreamView(View):
         check.process_request(request)
         rejected = check.process_view(request, _no_view, (), {})
         return rejected.reason_phrase if rejected is not None else None
+
+    async def authenticate(self, request: HttpRequest) -> AbstractBaseUser | None:
+        """The user one of ``AUTHENTICATORS`` vouches for (it becomes ``request.user``), or
+        ``None`` for session authentication. Such a request skips the CSRF check."""
+        user = await authenticate_request(request)
+        if user is not None:
+            token_user = cast(Any, user)
+
+            async def auser() -> Any:
+                return token_user
+
+            request.user = token_user
+            request.auser = auser
+        return user
+
+    async def check_permission(
+        self, request: HttpRequest, action: str, conversation: Conversation | None
+    ) -> None:
+        """Refuse with ``403`` (``forbidden``) what the ``PERMISSION`` callable refuses.
+
+        ``action`` is ``"start"``, ``"view"``, ``"stop"`` or ``"list"``; ``conversation`` is
+        the caller's own (ownership is checked first), or ``None`` (a new conversation, the
+        list). Override to add a rule in code instead of the setting.
+        """
+        if not await has_permission(request, action, conversation):
+            what = {
+                "start": "start an answer here",
+                "view": "view this conversation",
+                "stop": "stop this answer",
+                "list": "list conversations",
+            }.get(action, action)
+            raise RequestValidationError(f"You are not allowed to {what}.", status=403)
 
     async def get_owner(self, request: HttpRequest) -> Owner | None:
         """The caller as an :class:`Owner`, or ``None`` when they may not use the API."""
@@ -182,6 +263,7 @@ def _error_type(status: int) -> str:
         400: "invalid_request",
         403: "forbidden",
         404: "not_found",
+        409: "turn_running",
         413: "request_too_large",
         415: "unsupported_media_type",
         429: "rate_limited",
@@ -191,6 +273,9 @@ def _error_type(status: int) -> str:
 
 class TurnStartMixin(LLMStreamView):
     """Starting a turn: validation, rows, generation (shared by ``turns/`` and ``stream/``)."""
+
+    #: The validated request of the turn being started (set by :meth:`start_turn`).
+    turn_input: TurnInput
 
     def get_provider(self, turn: TurnInput, conversation: Conversation | None) -> BaseProvider:
         """The provider for this turn; a conversation keeps its provider unless one is named."""
@@ -229,7 +314,10 @@ class TurnStartMixin(LLMStreamView):
     def build_messages(
         self, conversation: Conversation, history: list[Message]
     ) -> list[ChatMessage]:
-        """What is sent upstream: the system prompt, then the earlier messages in order."""
+        """What is sent upstream: the system prompt, then the earlier messages in order, the
+        oldest turns left out when they exceed the context budget (``CONTEXT_BUDGET``; see
+        :mod:`django_llmstream.context`). An override that builds its own list should pass it
+        through :func:`~django_llmstream.context.fit_context` too."""
         messages: list[ChatMessage] = []
         if conversation.system_prompt:
             messages.append(ChatMessage("system", conversation.system_prompt))
@@ -245,18 +333,32 @@ class TurnStartMixin(LLMStreamView):
                     tool_calls=tuple(message.tool_calls or ()),
                 )
             )
-        return messages
+        return fit_context(messages, context_budget(conversation.provider))
 
-    async def start_turn(self, request: HttpRequest) -> Generation:
+    async def start_turn(
+        self, request: HttpRequest, data: Mapping[str, Any] | None = None
+    ) -> Generation:
         if isinstance(request, WSGIRequest):
-            # Under WSGI each request gets its own short-lived event loop: a generation could
-            # not outlive it, and Django would buffer the whole stream. Say so plainly.
+            # Under WSGI each request gets its own short-lived event loop: a turn could not
+            # outlive it, and nothing could watch it from another request. Only the one-step
+            # stream/ works there (see StreamView). Say so plainly.
             raise RequestValidationError(
-                "Streaming needs an ASGI server (uvicorn, daphne, hypercorn, granian); this "
-                "request came through WSGI.",
+                "This endpoint needs an ASGI server (uvicorn, daphne, hypercorn, granian); this "
+                "request came through WSGI, where only POST stream/ works.",
                 status=503,
             )
-        turn = validate_turn(parse_body(request))
+        return await launch(await self.plan_turn(request, data))
+
+    async def plan_turn(
+        self, request: HttpRequest, data: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Validate the request and write the turn's rows; returns the Generation's arguments
+        (the generation itself is created by :func:`launch`, in the loop that will run it).
+
+        ``data`` is the request body when it does not come from ``request`` itself (a
+        WebSocket message, the AI SDK's body translated)."""
+        turn = validate_turn(parse_body(request) if data is None else data)
+        self.turn_input = turn
         conversation: Conversation | None = None
         if turn.conversation is not None:
             conversation = await self.get_queryset().filter(pk=turn.conversation).afirst()
@@ -264,8 +366,12 @@ class TurnStartMixin(LLMStreamView):
                 raise RequestValidationError(
                     "No such conversation.", field="conversation", status=404
                 )
+        await self.check_permission(request, "start", conversation)
         provider = self.get_provider(turn, conversation)
         model = self.get_model(turn, provider, conversation)
+        # Before _previous_running_turn, which may stop the running answer (cancel_previous).
+        await self.check_quota(request, conversation)
+        previous = await self._previous_running_turn(conversation)
         started_monotonic = time.monotonic()
         owner = self.owner
         conversation, assistant, history = await sync_to_async(self._create_rows)(
@@ -276,24 +382,97 @@ class TurnStartMixin(LLMStreamView):
             model=model,
             params=turn.params,
         )
+        prepare = None
+        if previous is not None:
+            # The new turn waits for the previous one to end, then sends the conversation as
+            # it stands then (with the previous answer, complete or partial).
+            conversation_row, assistant_row = conversation, assistant
+
+            async def prepare() -> ChatRequest:
+                history = await run_db(lambda: self._history(conversation_row, assistant_row))
+                return ChatRequest(
+                    messages=tuple(self.build_messages(conversation_row, history)),
+                    model=model,
+                    params=turn.params,
+                )
+
         grace: float | None = None
         if self.cancels_when_unwatched() and app_settings.ON_DISCONNECT == "cancel":
             grace = float(app_settings.DISCONNECT_GRACE_SECONDS)
-        generation = Generation(
-            turn_id=str(assistant.pk),
-            conversation_id=str(conversation.pk),
-            provider=provider,
-            request=chat_request,
-            started_at=assistant.started_at,
-            started_monotonic=started_monotonic,
-            cancel_when_unwatched=grace,
-        )
-        await generation.begin()
-        generation.start()
-        return generation
+        return {
+            "turn_id": str(assistant.pk),
+            "conversation_id": str(conversation.pk),
+            "provider": provider,
+            "request": chat_request,
+            "started_at": assistant.started_at,
+            "started_monotonic": started_monotonic,
+            "cancel_when_unwatched": grace,
+            "wait_for": str(previous.pk) if previous is not None else None,
+            "prepare": prepare,
+        }
 
     def cancels_when_unwatched(self) -> bool:
         return True
+
+    async def check_quota(self, request: HttpRequest, conversation: Conversation | None) -> None:
+        """Refuse the turn with ``429`` and ``Retry-After`` when the caller is over a quota of
+        ``LIMITS`` (raise :class:`~django_llmstream.quotas.QuotaExceeded`). Runs after
+        validation, before anything is written. Override to add quotas of your own (and call
+        ``super()``); the caller's conversations are ``self.get_queryset()``."""
+        await check_limits(conversations=self.get_queryset(), owner_key=self.quota_key())
+
+    def quota_key(self) -> str:
+        """Who is counted for ``REQUESTS_PER_MINUTE``: the user, or the visitor's session."""
+        owner = self.owner
+        if owner.user is not None:
+            return f"user:{owner.user.pk}"
+        return f"session:{owner.session_key or ''}"
+
+    async def _previous_running_turn(self, conversation: Conversation | None) -> Message | None:
+        """The conversation's turn that still runs, handled as ``CONCURRENT_TURNS`` says:
+        ``reject`` (409), ``cancel_previous`` (stop it, then start) or ``queue`` (start when it
+        has ended). Returns the turn the new one must wait for, if any."""
+        if conversation is None:
+            return None
+        running = (
+            await Message.objects.filter(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status__in=[Message.Status.PENDING, Message.Status.STREAMING],
+            )
+            .order_by("-created_at")
+            .afirst()
+        )
+        if running is None:
+            return None
+        broker = get_broker()
+        if is_orphan(running, broker):
+            await end_orphan_turn(running, broker)
+            return None
+        policy = app_settings.CONCURRENT_TURNS
+        if policy == "reject":
+            raise RequestValidationError(
+                "An answer in this conversation is still being written: stop it or wait for it "
+                "to end before sending the next prompt.",
+                field="conversation",
+                status=409,
+            )
+        if policy == "cancel_previous":
+            taken = await broker.request_stop(str(running.pk))
+            if not taken:
+                await end_orphan_turn(running, broker, status="cancelled")
+        return running
+
+    @staticmethod
+    def _history(conversation: Conversation, assistant: Message) -> list[Message]:
+        """The messages before ``assistant``, in order."""
+        return list(
+            conversation.messages.filter(
+                role__in=["user", "assistant", "tool"], created_at__lte=assistant.created_at
+            )
+            .exclude(pk=assistant.pk)
+            .order_by("created_at", "pk")
+        )
 
     def _create_rows(
         self,
@@ -334,6 +513,7 @@ class TurnStartMixin(LLMStreamView):
                 model=model,
                 params=turn.params,
                 started_at=timezone.now(),
+                lease_expires_at=lease_deadline(),
             )
         return conversation, assistant, history
 
@@ -345,13 +525,59 @@ def _turn_urls(turn_id: str) -> dict[str, str]:
     }
 
 
+def _wants_html(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "html"
+
+
 class TurnCreateView(TurnStartMixin):
-    """``POST turns/``: start a turn; it runs whether or not anyone watches."""
+    """``POST turns/``: start a turn; it runs whether or not anyone watches.
+
+    With ``?format=html`` (htmx forms) the answer is an HTML fragment instead of JSON: the
+    template ``django_llmstream/htmx/turn.html`` (the prompt and an answer that connects to
+    the turn's ``events/?format=html``), and errors as ``django_llmstream/htmx/error.html``
+    with the same status codes.
+    """
 
     http_method_names = ["post", "options"]
+    turn_template_name = "django_llmstream/htmx/turn.html"
+    error_template_name = "django_llmstream/htmx/error.html"
+
+    async def render_error(
+        self,
+        request: HttpRequest,
+        status: int,
+        error_type: str,
+        message: str,
+        field: str | None = None,
+    ) -> HttpResponse:
+        if not _wants_html(request):
+            return await super().render_error(request, status, error_type, message, field)
+        context = {"type": error_type, "message": message, "field": field, "status": status}
+        content = await sync_to_async(render_to_string)(self.error_template_name, context)
+        response = HttpResponse(content, status=status)
+        # The page's llmstream-htmx.js swaps error fragments into the form's error box.
+        response["X-LLMStream-Error"] = error_type
+        response["HX-Reswap"] = "innerHTML"
+        return response
 
     async def post(self, request: HttpRequest) -> HttpResponse:
         generation = await self.start_turn(request)
+        if _wants_html(request):
+            context = {
+                "turn": generation.turn_id,
+                "conversation": generation.conversation_id,
+                "prompt": self.turn_input.prompt,
+                "events_url": reverse("llmstream:turn-events", args=[generation.turn_id])
+                + "?format=html",
+                "stop_url": reverse("llmstream:turn-stop", args=[generation.turn_id]),
+            }
+            content = await sync_to_async(render_to_string)(
+                self.turn_template_name, context, request
+            )
+            response = HttpResponse(content, status=201)
+            response["X-LLMStream-Conversation"] = generation.conversation_id
+            response["X-LLMStream-Turn"] = generation.turn_id
+            return response
         return JsonResponse(
             {
                 "conversation": generation.conversation_id,
@@ -372,17 +598,134 @@ class StreamView(TurnStartMixin):
         return False
 
     async def post(self, request: HttpRequest) -> HttpResponseBase:
+        if _wants_ai_sdk(request):
+            return await self.post_ai_sdk(request)
+        if isinstance(request, WSGIRequest):
+            plan = await self.plan_turn(request)
+            return SSEResponse(wsgi_event_stream(plan), request)
         generation = await self.start_turn(request)
+        return self.stream_response(request, generation)
+
+    async def post_ai_sdk(self, request: HttpRequest) -> HttpResponseBase:
+        """``?format=ai-sdk``: the body of the AI SDK's ``DefaultChatTransport``, answered with
+        its UI message stream (:mod:`django_llmstream.aisdk`). Its chat ``id`` continues the
+        caller's conversation with that id, or the one an earlier request of that chat
+        started; any other id starts a new conversation, which remembers it."""
+        chat_id, body = aisdk.turn_body(parse_body(request))
+        conversation = None
+        if chat_id is not None:
+            conversation = await conversation_for_chat(self.get_queryset(), chat_id)
+            if conversation is not None:
+                body["conversation"] = str(conversation.pk)
+        plan = await self.plan_turn(request, body)
+        if chat_id is not None and conversation is None and chat_id != plan["conversation_id"]:
+            await Conversation.objects.filter(pk=plan["conversation_id"]).aupdate(
+                metadata={aisdk.AI_SDK_CHAT_KEY: chat_id}
+            )
+        encoder = aisdk.UIMessageStreamEncoder()
+        if isinstance(request, WSGIRequest):
+            return _ai_sdk(SSEResponse(wsgi_event_stream(plan, encoder), request))
+        return _ai_sdk(self.stream_response(request, await launch(plan), encoder))
+
+    def stream_response(
+        self,
+        request: HttpRequest,
+        generation: Generation,
+        encoder: Callable[[list[TurnEvent]], bytes] | None = None,
+    ) -> SSEResponse:
+        """The response of ``stream/``: the turn's events; a client that leaves cancels it."""
         on_disconnect: Callable[[], None] | None = None
         if app_settings.ON_DISCONNECT == "cancel":
 
             def on_disconnect() -> None:
-                generation.cancel("disconnected")
+                # A server that drains its turns at shutdown closes their responses too:
+                # that is not the client leaving (the drain decides the turn's end).
+                if not is_draining():
+                    generation.cancel("disconnected")
 
         subscription = get_broker().subscribe(generation.turn_id, 0)
         return SSEResponse(
-            event_stream(subscription=subscription, on_disconnect=on_disconnect), request
+            event_stream(subscription=subscription, on_disconnect=on_disconnect, encoder=encoder),
+            request,
         )
+
+
+def _wants_ai_sdk(request: HttpRequest) -> bool:
+    return request.GET.get("format") == "ai-sdk"
+
+
+def _ai_sdk(response: SSEResponse) -> SSEResponse:
+    response[aisdk.HEADER_NAME] = aisdk.HEADER_VALUE
+    return response
+
+
+async def conversation_for_chat(
+    queryset: QuerySet[Conversation], chat_id: str
+) -> Conversation | None:
+    """The conversation of ``queryset`` (the caller's) that an AI SDK chat id names: the one
+    whose id it is, else the newest one started by a request of that chat."""
+    try:
+        by_id = await queryset.filter(pk=uuid.UUID(chat_id)).afirst()
+    except ValueError:
+        by_id = None
+    if by_id is not None:
+        return by_id
+    lookup = {f"metadata__{aisdk.AI_SDK_CHAT_KEY}": chat_id}
+    return await queryset.filter(**lookup).order_by("-created_at", "-pk").afirst()
+
+
+async def launch(plan: dict[str, Any]) -> Generation:
+    """Create a planned turn's generation in the running loop, publish ``start``, run it."""
+    generation = Generation(**plan)
+    await generation.begin()
+    generation.start()
+    return generation
+
+
+def wsgi_event_stream(
+    plan: dict[str, Any], encoder: Callable[[list[TurnEvent]], bytes] | None = None
+) -> Iterator[bytes]:
+    """``stream/`` under WSGI: the turn runs in an event loop of its own thread, and the
+    response iterates its events synchronously (Django would buffer an async iterator under
+    WSGI). A client that goes away cancels the turn, as under ASGI."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue()
+    started: list[Generation] = []
+
+    async def run() -> None:
+        generation = await launch(plan)
+        started.append(generation)
+        subscription = get_broker().subscribe(generation.turn_id, 0)
+        try:
+            async for chunk in event_stream(subscription=subscription, encoder=encoder):
+                chunks.put(chunk)
+            await generation.finished.wait()
+        finally:
+            # This loop ends with the response: close what it opened.
+            await aclose_clients()
+            await get_broker().aclose()
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # handed to the response, which raises it
+            chunks.put(exc)
+        finally:
+            chunks.put(None)
+
+    threading.Thread(target=thread_main, name="llmstream-wsgi-turn", daemon=True).start()
+    complete = False
+    try:
+        while True:
+            item = chunks.get()
+            if item is None:
+                complete = True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not complete and started and app_settings.ON_DISCONNECT == "cancel":
+            started[0].cancel("disconnected")
 
 
 class TurnEventsView(LLMStreamView):
@@ -392,38 +735,163 @@ class TurnEventsView(LLMStreamView):
 
     async def get(self, request: HttpRequest, turn: uuid.UUID) -> HttpResponseBase:
         message = await self.get_turn(turn)
+        await self.check_permission(request, "view", message.conversation)
         after = parse_last_event_id(request)
         fmt = "html" if request.GET.get("format") == "html" else "json"
-        turn_id = str(message.pk)
-        broker = get_broker()
-        last = await broker.last_event(turn_id)
-        if last is not None:
-            if last.terminal and after >= last.id:
-                return HttpResponse(status=204)
-            subscription = broker.subscribe(turn_id, after)
-            return SSEResponse(event_stream(subscription=subscription, fmt=fmt), request)
-        if not message.is_terminal and turn_id not in running_generations():
-            message = await sync_to_async(_mark_interrupted)(message)
-        if message.is_terminal:
+        encoder = None
+        if _wants_ai_sdk(request):
+            # The AI SDK rebuilds a message from its whole stream and sends no Last-Event-ID.
+            after, encoder = 0, aisdk.UIMessageStreamEncoder()
+        if isinstance(request, WSGIRequest):
+            broker = get_broker()
+            if not message.is_terminal and is_orphan(message, broker):
+                message = await end_orphan_turn(message, broker)
+            if not message.is_terminal:
+                raise RequestValidationError(
+                    "Watching a running turn needs an ASGI server; this request came through WSGI.",
+                    status=503,
+                )
+            # Under WSGI a finished turn is replayed from the database, which holds all of
+            # it: the broker's events belong to another request's event loop.
             if after >= terminal_event_id(message):
                 return HttpResponse(status=204)
-            return SSEResponse(event_stream(replay_events(message, after), fmt=fmt), request)
-        # Running here but not yet published (a race at start): watch the broker.
-        return SSEResponse(
-            event_stream(subscription=broker.subscribe(turn_id, after), fmt=fmt), request
+            events = replay_events(message, after)
+            response = SSEResponse(replay_stream(events, fmt, encoder), request)
+            return _ai_sdk(response) if encoder is not None else response
+        watch = await watch_turn(message, after)
+        if watch is None:
+            return HttpResponse(status=204)
+        response = SSEResponse(
+            event_stream(
+                watch.events,
+                watch.subscription,
+                fmt=fmt,
+                on_idle=watch.on_idle,
+                encoder=encoder,
+            ),
+            request,
+        )
+        return _ai_sdk(response) if encoder is not None else response
+
+
+@dataclass(frozen=True, slots=True)
+class TurnWatch:
+    """What a watcher of a turn gets (see :func:`watch_turn`): ``events`` to send first, then
+    what ``subscription`` delivers (``None``: nothing more), with ``on_idle`` to call after
+    each silent interval (see :func:`check_liveness`)."""
+
+    events: list[TurnEvent]
+    subscription: Subscription | None
+    on_idle: Callable[[int], Awaitable[list[TurnEvent]]]
+
+
+async def watch_turn(message: Message, after: int) -> TurnWatch | None:
+    """Attach to a turn (ASGI) from the event after id ``after``: a running turn (here or on
+    another worker) or one the broker still holds is subscribed to, a finished one is replayed
+    from the database, an orphaned one is ended first. ``None`` when the caller already has
+    the terminal event. Shared by ``events/``, the AI SDK's reconnect and the WebSocket
+    consumer."""
+    turn_id = str(message.pk)
+    broker = get_broker()
+    if not message.is_terminal and is_orphan(message, broker):
+        message = await end_orphan_turn(message, broker)
+
+    def on_idle(cursor: int) -> Awaitable[list[TurnEvent]]:
+        return check_liveness(turn_id, broker, cursor)
+
+    last = await broker.last_event(turn_id)
+    if last is None and message.is_terminal:
+        if after >= terminal_event_id(message):
+            return None
+        return TurnWatch(replay_events(message, after), None, on_idle)
+    if last is not None and last.terminal and after >= last.id:
+        return None
+    # Running (here or on another worker), or finished and still in the broker.
+    return TurnWatch([], broker.subscribe(turn_id, after), on_idle)
+
+
+class AISDKReconnectView(LLMStreamView):
+    """``GET stream/<chat>/stream``: the AI SDK's reconnect route (``DefaultChatTransport``
+    appends ``/<chatId>/stream`` to its ``api`` URL to resume). ``204`` when the chat's
+    conversation has no running turn, else that turn's whole UI message stream."""
+
+    http_method_names = ["get", "options"]
+
+    async def get(self, request: HttpRequest, chat: str) -> HttpResponseBase:
+        conversation = await conversation_for_chat(self.get_queryset(), chat)
+        if conversation is None:
+            return HttpResponse(status=204)
+        await self.check_permission(request, "view", conversation)
+        message = (
+            await Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
+            .select_related("conversation")
+            .order_by("-created_at", "-pk")
+            .afirst()
+        )
+        if message is None or message.is_terminal:
+            return HttpResponse(status=204)
+        if isinstance(request, WSGIRequest):
+            raise RequestValidationError(
+                "Watching a running turn needs an ASGI server; this request came through WSGI.",
+                status=503,
+            )
+        if is_orphan(message, get_broker()):
+            await end_orphan_turn(message, get_broker())
+            return HttpResponse(status=204)
+        watch = await watch_turn(message, 0)
+        if watch is None:
+            return HttpResponse(status=204)
+        encoder = aisdk.UIMessageStreamEncoder()
+        return _ai_sdk(
+            SSEResponse(
+                event_stream(
+                    watch.events, watch.subscription, on_idle=watch.on_idle, encoder=encoder
+                ),
+                request,
+            )
         )
 
 
-def _mark_interrupted(message: Message) -> Message:
-    """A turn that no process runs any more ends as ``interrupted``, text kept."""
-    Message.objects.filter(pk=message.pk, status__in=["pending", "streaming"]).update(
-        status=Message.Status.INTERRUPTED,
-        error_type="interrupted",
-        error_message="The server stopped before the answer was complete.",
-        finished_at=timezone.now(),
-    )
-    message.refresh_from_db()
+def is_orphan(message: Message, broker: BaseBroker) -> bool:
+    """Whether no process runs this unfinished turn any more."""
+    if str(message.pk) in running_generations():
+        return False
+    if not broker.crosses_processes:
+        return True  # one process: if it does not run here, it runs nowhere
+    return is_dead(message)
+
+
+async def end_orphan_turn(
+    message: Message, broker: BaseBroker, status: str = "interrupted"
+) -> Message:
+    """End an orphaned turn in the database and, where the broker holds it, with a terminal
+    event its watchers receive; the terminal id follows every id already sent."""
+    turn_id = str(message.pk)
+    last = await broker.last_event(turn_id)
+    terminal_id = max(last.id if last is not None else 0, stored_last_id(message)) + 1
+    ended = await sync_to_async(end_orphan)(turn_id, terminal_id=terminal_id, status=status)
+    await message.arefresh_from_db()
+    if ended and last is not None and not last.terminal:
+        for event in replay_events(message, terminal_id - 1):
+            await broker.publish(turn_id, event)
     return message
+
+
+async def check_liveness(turn_id: str, broker: BaseBroker, cursor: int) -> list[TurnEvent]:
+    """Run while a watcher waits in silence: a turn whose process died is ended, and a turn
+    the database knows as finished without the broker's terminal event is finished from the
+    database, so no watcher waits forever."""
+    message = await Message.objects.filter(pk=turn_id).afirst()
+    if message is None:
+        return []
+    if not message.is_terminal:
+        if is_orphan(message, broker):
+            await end_orphan_turn(message, broker)
+        return []
+    last = await broker.last_event(turn_id)
+    if last is not None and last.terminal:
+        return []
+    return replay_events(message, cursor)
 
 
 class TurnStopView(LLMStreamView):
@@ -433,19 +901,22 @@ class TurnStopView(LLMStreamView):
 
     async def post(self, request: HttpRequest, turn: uuid.UUID) -> HttpResponse:
         message = await self.get_turn(turn)
+        await self.check_permission(request, "stop", message.conversation)
         turn_id = str(message.pk)
-        if not message.is_terminal:
-            taken = await get_broker().request_stop(turn_id)
-            if not taken:
-                await sync_to_async(_cancel_orphan)(message)
+        await stop_turn(message)
         return JsonResponse({"turn": turn_id, "status": "stopping"}, status=202)
 
 
-def _cancel_orphan(message: Message) -> None:
-    # Nobody runs this turn (its process is gone): end it here, text kept.
-    Message.objects.filter(pk=message.pk, status__in=["pending", "streaming"]).update(
-        status=Message.Status.CANCELLED, finish_reason="cancelled", finished_at=timezone.now()
-    )
+async def stop_turn(message: Message) -> None:
+    """Stop a turn wherever it runs (idempotent: a finished turn is left as it is). Shared by
+    ``stop/`` and the WebSocket consumer."""
+    if message.is_terminal:
+        return
+    broker = get_broker()
+    taken = await broker.request_stop(str(message.pk))
+    if not taken or is_orphan(message, broker):
+        # Nobody runs it (its process is gone): end it here, text kept.
+        await end_orphan_turn(message, broker, status="cancelled")
 
 
 def _iso(value: Any) -> str | None:
@@ -458,6 +929,7 @@ class ConversationListView(LLMStreamView):
     http_method_names = ["get", "options"]
 
     async def get(self, request: HttpRequest) -> HttpResponse:
+        await self.check_permission(request, "list", None)
         size = int(app_settings.PAGE_SIZE)
         raw_page = request.GET.get("page", "1")
         if not raw_page.isdigit() or int(raw_page) < 1:
@@ -501,6 +973,7 @@ class ConversationDetailView(LLMStreamView):
         found = await self.get_queryset().filter(pk=conversation).afirst()
         if found is None:
             raise RequestValidationError("No such conversation.", field="conversation", status=404)
+        await self.check_permission(request, "view", found)
         messages = [
             m
             async for m in found.messages.exclude(role=Message.Role.SYSTEM).order_by(

@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",  # htmx and its SSE extension for the browser tests
     "django_llmstream",
 ]
 
@@ -39,7 +40,7 @@ ROOT_URLCONF = "tests.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "browser" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

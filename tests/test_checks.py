@@ -92,3 +92,10 @@ def test_manage_py_check_fails_on_errors() -> None:
     ):
         call_command("check")
     assert "llmstream.E013" in str(info.value)
+
+
+def test_runserver_without_daphne_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["manage.py", "runserver"])
+    assert "llmstream.W002" in [m.id for m in check_settings()]
+    monkeypatch.setattr("sys.argv", ["manage.py", "migrate"])
+    assert "llmstream.W002" not in [m.id for m in check_settings()]

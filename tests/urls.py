@@ -6,4 +6,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("llmstream/", include("django_llmstream.urls")),
+    # Pages of the browser tests (tests/browser/pages.py).
+    path("pages/", include("tests.browser.pages")),
 ]

@@ -9,9 +9,10 @@ secrets already scrubbed from their messages. Backends are configured like ``CAC
 from __future__ import annotations
 
 import abc
+import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -19,7 +20,14 @@ from django.core import checks
 
 from django_llmstream.events import Event, Usage
 
-__all__ = ["BaseProvider", "ChatMessage", "ChatRequest"]
+__all__ = [
+    "BaseProvider",
+    "ChatMessage",
+    "ChatRequest",
+    "answered_tool_call_ids",
+    "tool_call_fields",
+    "without_unanswered_tool_calls",
+]
 
 _MILLION = Decimal(1_000_000)
 
@@ -47,6 +55,56 @@ class ChatRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
+def tool_call_fields(call: Mapping[str, Any]) -> tuple[str | None, str | None, str]:
+    """``(id, name, arguments)`` of a stored tool call, whatever its shape: ours
+    (``{"index", "id", "name", "arguments"}``, as ``Message.tool_calls`` holds it) or
+    OpenAI's (``{"id", "type", "function": {"name", "arguments"}}``). ``arguments`` is the
+    JSON text (an object is serialized compactly)."""
+    function = call.get("function")
+    source: Mapping[str, Any] = function if isinstance(function, Mapping) else call
+    call_id = call.get("id")
+    name = source.get("name")
+    arguments = source.get("arguments", "")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, separators=(",", ":"), ensure_ascii=False)
+    return (
+        call_id if isinstance(call_id, str) and call_id else None,
+        name if isinstance(name, str) and name else None,
+        arguments,
+    )
+
+
+def answered_tool_call_ids(messages: Sequence[ChatMessage]) -> frozenset[str]:
+    """Ids of the tool calls that a later ``tool`` message answers.
+
+    APIs that pair calls with results by id (Chat Completions, Anthropic, Responses) refuse a
+    history with a call that no result follows, which is what a turn that ended in tool calls
+    leaves behind when the user simply writes on: backends send only answered calls.
+    """
+    return frozenset(
+        message.tool_call_id
+        for message in messages
+        if message.role == "tool" and message.tool_call_id
+    )
+
+
+def without_unanswered_tool_calls(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` without the tool calls no ``tool`` message answers (see
+    :func:`answered_tool_call_ids`); an assistant message left with neither text nor calls is
+    dropped."""
+    answered = answered_tool_call_ids(messages)
+    kept: list[ChatMessage] = []
+    for message in messages:
+        if message.tool_calls:
+            calls = tuple(c for c in message.tool_calls if tool_call_fields(c)[0] in answered)
+            if len(calls) != len(message.tool_calls):
+                if not calls and not message.content and message.role == "assistant":
+                    continue
+                message = replace(message, tool_calls=calls)
+        kept.append(message)
+    return kept
+
+
 class BaseProvider(abc.ABC):
     """Base of every provider backend.
 
@@ -70,7 +128,8 @@ class BaseProvider(abc.ABC):
     #: Entry keys this backend understands besides the common ones (for the unknown-key check).
     extra_options: ClassVar[frozenset[str]] = frozenset()
     #: ``OPTIONS`` keys this class reads; the check unions them along the class hierarchy.
-    option_names: ClassVar[frozenset[str]] = frozenset()
+    #: Every backend reads ``CONTEXT_BUDGET`` (:mod:`django_llmstream.context`).
+    option_names: ClassVar[frozenset[str]] = frozenset({"CONTEXT_BUDGET"})
 
     common_options: ClassVar[frozenset[str]] = frozenset(
         {"BACKEND", "BASE_URL", "API_KEY", "MODELS", "DEFAULT_MODEL", "PRICES", "OPTIONS"}
@@ -151,6 +210,15 @@ class BaseProvider(abc.ABC):
                 )
             )
         errors += self._check_prices(where)
+        if "CONTEXT_BUDGET" in self.options and not _is_budget(self.options["CONTEXT_BUDGET"]):
+            errors.append(
+                checks.Error(
+                    f'{where}["OPTIONS"]["CONTEXT_BUDGET"] = '
+                    f"{self.options['CONTEXT_BUDGET']!r} is not valid.",
+                    hint="Use a whole number of characters >= 1, or None for no limit.",
+                    id="llmstream.E011",
+                )
+            )
         options = self.config.get("OPTIONS")
         if options is not None and not isinstance(options, Mapping):
             errors.append(checks.Error(f'{where}["OPTIONS"] must be a dict.', id="llmstream.E017"))
@@ -213,6 +281,16 @@ class BaseProvider(abc.ABC):
     def is_model_allowed(self, model: str) -> bool:
         return model in self.models
 
+    @property
+    def context_budget(self) -> int | None:
+        """Most characters of conversation sent upstream (``OPTIONS["CONTEXT_BUDGET"]``, else
+        ``LLMSTREAM["CONTEXT_BUDGET"]``); ``None``: no limit. See :mod:`django_llmstream.context`.
+        """
+        from django_llmstream.conf import app_settings
+
+        value = self.options.get("CONTEXT_BUDGET", app_settings.CONTEXT_BUDGET)
+        return int(value) if value is not None and _is_budget(value) else None
+
     # -- usage and cost ----------------------------------------------------------------
 
     def cost(self, model: str, usage: Usage) -> Decimal | None:
@@ -259,6 +337,10 @@ class BaseProvider(abc.ABC):
 _KEY_SHAPES = re.compile(
     r"(?i)\b(?:bearer\s+[A-Za-z0-9._~+/=-]{8,}|(?:sk|gsk|xai|pk|rk)[-_][A-Za-z0-9_-]{12,})"
 )
+
+
+def _is_budget(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
 
 
 def _is_decimal(value: Any) -> bool:

@@ -9,8 +9,9 @@ to build its request and how to read its stream:
 - timeouts: ``CONNECT_TIMEOUT`` to connect, ``IDLE_TIMEOUT`` between two chunks of the body
   (httpx's *read* timeout applies per socket read, which is exactly an idle gap), and an
   optional ``TOTAL_TIMEOUT`` for the whole request;
-- retries with exponential backoff and ``Retry-After``, only before the first event was
-  yielded (after that the caller has shown text and a retry would duplicate it);
+- retries with exponential backoff and equal jitter (:func:`backoff_delay`) or the
+  upstream's ``Retry-After``, only before the first event was yielded (after that the
+  caller has shown text and a retry would duplicate it);
 - cancellation: closing the iterator or cancelling its task closes the upstream connection
   at once, so the provider stops generating (and billing) tokens;
 - status codes and transport failures mapped onto :mod:`django_llmstream.exceptions`, every
@@ -33,7 +34,7 @@ import random
 import re
 import threading
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -66,8 +67,10 @@ __all__ = [
     "HTTPProvider",
     "StreamState",
     "aclose_clients",
+    "backoff_delay",
     "get_client",
     "parse_retry_after",
+    "retry_delay",
 ]
 
 logger = logging.getLogger("django_llmstream.providers")
@@ -754,20 +757,45 @@ class HTTPProvider(BaseProvider):
 
     def _retry_delay(self, error: ProviderError, attempt: int) -> float | None:
         """Seconds to wait before retry ``attempt + 1``, or ``None`` not to retry."""
-        backoff: float = float(self.setting("RETRY_BACKOFF")) * (2**attempt)
-        backoff = min(backoff, MAX_RETRY_AFTER) * (1 + random.random() / 10)
-        retry_after = error.retry_after if isinstance(error, UpstreamHTTPError) else None
-        if retry_after is not None:
-            if retry_after > MAX_RETRY_AFTER:
-                return None
-            return max(float(retry_after), 0.0)
-        return backoff
+        return retry_delay(error, attempt, float(self.setting("RETRY_BACKOFF")))
 
     def _log_failure(self, error: ProviderError) -> None:
         logger.warning("%s [%s, retryable=%s]", error.message, error.type, error.retryable)
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+#: Where the retry jitter's randomness comes from: a function returning a float in [0, 1).
+#: Tests replace it (``monkeypatch.setattr(http, "jitter_random", lambda: 0.5)``) to make
+#: the delays of :func:`backoff_delay` deterministic.
+jitter_random: Callable[[], float] = random.random
+
+
+def backoff_delay(backoff: float, attempt: int) -> float:
+    """Seconds before retry ``attempt + 1`` (``attempt`` counts from 0) when the upstream
+    said nothing: exponential backoff with *equal jitter*.
+
+    The step doubles with each retry (``backoff``, twice that, four times that …, the
+    ``RETRY_BACKOFF`` setting being the first) and the wait is drawn uniformly between the
+    step and twice the step, capped at :data:`MAX_RETRY_AFTER`. Half of the window is fixed,
+    so a retry never comes sooner than the step; the random half spreads the retries of many
+    streams that failed together (an upstream restart, a rate limit) instead of sending
+    them back in lockstep.
+    """
+    step = min(max(backoff, 0.0) * float(2**attempt), MAX_RETRY_AFTER / 2)
+    return step + step * min(max(jitter_random(), 0.0), 1.0)
+
+
+def retry_delay(error: ProviderError, attempt: int, backoff: float) -> float | None:
+    """Seconds to wait before retry ``attempt + 1`` after ``error``, or ``None`` not to
+    retry: the upstream's ``Retry-After`` as given (``None`` when it asks for more than
+    :data:`MAX_RETRY_AFTER`), else :func:`backoff_delay`."""
+    retry_after = error.retry_after if isinstance(error, UpstreamHTTPError) else None
+    if retry_after is not None:
+        if retry_after > MAX_RETRY_AFTER:
+            return None
+        return max(float(retry_after), 0.0)
+    return backoff_delay(backoff, attempt)
 
 
 def parse_retry_after(headers: httpx.Headers | Mapping[str, str]) -> float | None:

@@ -27,7 +27,11 @@ from django.core import checks
 
 from django_llmstream.events import Event, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from django_llmstream.exceptions import UpstreamStreamError
-from django_llmstream.providers.base import ChatMessage, ChatRequest
+from django_llmstream.providers.base import (
+    ChatMessage,
+    ChatRequest,
+    without_unanswered_tool_calls,
+)
 from django_llmstream.providers.http import HTTPProvider, StreamState
 
 __all__ = ["FINISH_REASON_MAP", "OpenAIProvider"]
@@ -113,7 +117,12 @@ class OpenAIProvider(HTTPProvider):
     def build_body(self, request: ChatRequest) -> Mapping[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [self.format_message(message) for message in request.messages],
+            # A call without its tool result is refused ("An assistant message with
+            # 'tool_calls' must be followed by tool messages"): only answered calls go out.
+            "messages": [
+                self.format_message(message)
+                for message in without_unanswered_tool_calls(request.messages)
+            ],
             "stream": True,
         }
         if self.stream_usage:

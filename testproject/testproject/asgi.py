@@ -11,6 +11,8 @@ import os
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 
+from django_llmstream.asgi import with_lifespan
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 
 django_application = get_asgi_application()
@@ -18,6 +20,8 @@ django_application = get_asgi_application()
 if getattr(settings, "SERVE_STATIC", settings.DEBUG):
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    application = ASGIStaticFilesHandler(django_application)
-else:
-    application = django_application
+    django_application = ASGIStaticFilesHandler(django_application)
+
+# At shutdown, running answers get LLMSTREAM["SHUTDOWN_DRAIN_SECONDS"] to finish; the rest are
+# saved as "interrupted" and their streams closed, so the server exits promptly.
+application = with_lifespan(django_application)

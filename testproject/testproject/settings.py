@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",  # htmx and its SSE extension for the /htmx/ page
     "django_llmstream",
 ]
 
@@ -233,9 +234,31 @@ if env_str("REDIS_URL"):
     }
 
 # LLMSTREAM_LIMITS=off switches off the per-user and per-visitor quotas and rate limits (for
-# benchmarks and load tests). LLMSTREAM has no key for them yet: quotas come with the
-# security work, which will read this constant into its setting.
+# benchmarks and load tests).
 LLMSTREAM_LIMITS_ENABLED = env_bool("LLMSTREAM_LIMITS", True)
+LLMSTREAM["LIMITS"] = (
+    {
+        "CONCURRENT_TURNS_PER_OWNER": 4,
+        "REQUESTS_PER_MINUTE": 30,
+        "TOKENS_PER_DAY": 1_000_000,
+        "CACHE": "default",
+    }
+    if LLMSTREAM_LIMITS_ENABLED
+    else {}  # every limit None: off
+)
+# REQUESTS_PER_MINUTE is counted in the cache, which all workers must share: Redis when the
+# site runs several workers (REDIS_URL), else the default per-process cache of the single
+# process that the memory broker implies anyway (so its warning, W030, does not apply).
+if env_str("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_str("REDIS_URL"),
+            "KEY_PREFIX": "llmstream-demo",
+        }
+    }
+else:
+    SILENCED_SYSTEM_CHECKS = ["llmstream.W030"]
 
 # -- logging -------------------------------------------------------------------------------
 

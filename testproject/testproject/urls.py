@@ -9,6 +9,7 @@ from testproject import views
 
 urlpatterns = [
     path("", views.chat, name="chat"),
+    path("htmx/", views.htmx_chat, name="htmx-chat"),
     path("llmstream/", include("django_llmstream.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -43,3 +43,10 @@ def chat(request: HttpRequest) -> HttpResponse:
         "defaultProvider": app_settings.default_provider,
     }
     return render(request, "chat.html", {"config": config})
+
+
+@require_safe
+@ensure_csrf_cookie
+def htmx_chat(request: HttpRequest) -> HttpResponse:
+    """The same chat with htmx and the SSE extension: no JavaScript of the page's own."""
+    return render(request, "htmx.html")

@@ -1,0 +1,267 @@
+"""The Redis broker: several worker processes on several hosts (extra ``redis``).
+
+Each turn is a Redis stream whose entry ids are ``0-<event id>``, so ``XREAD`` from
+``0-<Last-Event-ID>`` gives exactly the events a resuming client lacks, from any worker. After
+the terminal event the stream expires in ``BROKER_TTL_SECONDS``. Watchers are members of a
+sorted set scored by when their presence expires (they refresh it while they wait), so every
+process can count them. Stop requests are published on one channel that every process running
+generations listens to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core import checks
+
+from django_llmstream.brokers.base import BaseBroker, Subscription, TurnEvent
+from django_llmstream.conf import app_settings
+
+try:
+    import redis.asyncio as aioredis
+except ImportError:  # pragma: no cover - exercised by the system check
+    aioredis = None  # type: ignore[assignment]
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("django_llmstream.brokers.redis")
+
+# A running turn's stream expires after this long even if its terminal event never comes
+# (its worker died and nobody swept it): Redis never fills up with dead turns.
+RUNNING_TTL_SECONDS = 24 * 3600
+# How long a watcher counts as present after its last refresh; watchers refresh at least
+# every heartbeat interval while they wait.
+WATCHER_TTL_SECONDS = 5.0
+_MAX_BLOCK_SECONDS = 2.0
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, broker: RedisBroker, turn_id: str, after: int) -> None:
+        self._broker = broker
+        self._turn_id = turn_id
+        self._cursor = after
+        self._member = uuid.uuid4().hex
+        self._present_until = 0.0
+        self._finished = False
+        self._closed = False
+
+    async def _refresh_presence(self, client: Any) -> None:
+        now = time.time()
+        if now + WATCHER_TTL_SECONDS / 2 > self._present_until:
+            self._present_until = now + WATCHER_TTL_SECONDS
+            key = self._broker.key(self._turn_id, "watchers")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, {self._member: self._present_until})
+                pipe.expire(key, RUNNING_TTL_SECONDS)
+                await pipe.execute()
+
+    async def get(self, timeout: float) -> list[TurnEvent]:
+        if self._finished or self._closed:
+            return []
+        client = self._broker.client()
+        deadline = time.monotonic() + timeout
+        key = self._broker.key(self._turn_id, "events")
+        while True:
+            await self._refresh_presence(client)
+            remaining = deadline - time.monotonic()
+            # Block in slices so that presence is refreshed while a turn is silent.
+            block_ms = max(1, int(min(remaining, _MAX_BLOCK_SECONDS) * 1000))
+            reply = await client.xread({key: f"0-{self._cursor}"}, count=1000, block=block_ms)
+            events = _decode(reply)
+            if events:
+                self._cursor = events[-1].id
+                self._finished = events[-1].terminal
+                return events
+            if time.monotonic() >= deadline:
+                return []
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            client = self._broker.client()
+            await client.zrem(self._broker.key(self._turn_id, "watchers"), self._member)
+
+
+def _decode(reply: Any) -> list[TurnEvent]:
+    events: list[TurnEvent] = []
+    for _stream, entries in reply or ():
+        for entry_id, fields in entries:
+            raw_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            name = fields.get(b"e", fields.get("e"))
+            data = fields.get(b"d", fields.get("d"))
+            events.append(
+                TurnEvent(
+                    int(raw_id.split("-", 1)[1]),
+                    name.decode() if isinstance(name, bytes) else str(name),
+                    json.loads(data),
+                )
+            )
+    return events
+
+
+class RedisBroker(BaseBroker):
+    """``{"BACKEND": "django_llmstream.brokers.redis.RedisBroker", "LOCATION": "redis://…"}``.
+
+    ``OPTIONS``: ``PREFIX`` (key prefix, default ``"llmstream"``) and anything
+    ``redis.asyncio.Redis.from_url`` accepts (e.g. ``max_connections``).
+    """
+
+    crosses_processes = True
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.location: str = config.get("LOCATION") or "redis://127.0.0.1:6379/0"
+        options = dict(config.get("OPTIONS") or {})
+        self.prefix: str = options.pop("PREFIX", "llmstream")
+        self._client_options = options
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._listeners: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[None]
+        ] = weakref.WeakKeyDictionary()
+        self._stop_callbacks: dict[str, list[Callable[[], None]]] = {}
+
+    @classmethod
+    def check(cls, config: Mapping[str, Any]) -> list[checks.CheckMessage]:
+        if aioredis is None:
+            return [
+                checks.Error(
+                    "The Redis broker needs the redis package.",
+                    hint="pip install 'django-llmstream[redis]'",
+                    id="llmstream.E018",
+                )
+            ]
+        location = config.get("LOCATION")
+        if not isinstance(location, str) or not location.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            return [
+                checks.Error(
+                    'LLMSTREAM["BROKER"]["LOCATION"] must be a redis:// (or rediss://, unix://) '
+                    "URL.",
+                    hint='For example "redis://127.0.0.1:6379/0".',
+                    id="llmstream.E018",
+                )
+            ]
+        return []
+
+    def key(self, turn_id: str, kind: str) -> str:
+        return f"{self.prefix}:turn:{turn_id}:{kind}"
+
+    @property
+    def stop_channel(self) -> str:
+        return f"{self.prefix}:stop"
+
+    def client(self) -> Any:
+        """The Redis client of the running event loop (clients are bound to their loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            if aioredis is None:  # pragma: no cover
+                raise RuntimeError("pip install 'django-llmstream[redis]'")
+            client = aioredis.Redis.from_url(self.location, **self._client_options)
+            self._clients[loop] = client
+        return client
+
+    async def publish(self, turn_id: str, event: TurnEvent) -> None:
+        key = self.key(turn_id, "events")
+        payload = json.dumps(dict(event.data), separators=(",", ":"), ensure_ascii=False)
+        ttl = int(app_settings.BROKER_TTL_SECONDS) if event.terminal else RUNNING_TTL_SECONDS
+        async with self.client().pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"e": event.event, "d": payload}, id=f"0-{event.id}")
+            if event.terminal or event.id == 1:
+                pipe.expire(key, max(ttl, 1))
+            await pipe.execute()
+
+    async def known(self, turn_id: str) -> bool:
+        return bool(await self.client().exists(self.key(turn_id, "events")))
+
+    async def last_event(self, turn_id: str) -> TurnEvent | None:
+        reply = await self.client().xrevrange(self.key(turn_id, "events"), count=1)
+        events = _decode([(b"", reply)]) if reply else []
+        return events[-1] if events else None
+
+    def subscribe(self, turn_id: str, after: int = 0) -> Subscription:
+        return _RedisSubscription(self, turn_id, after)
+
+    async def watchers(self, turn_id: str) -> int:
+        key = self.key(turn_id, "watchers")
+        async with self.client().pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, "-inf", time.time())
+            pipe.zcard(key)
+            _removed, count = await pipe.execute()
+        return int(count)
+
+    async def request_stop(self, turn_id: str) -> bool:
+        # Local first: no round trip when this process runs the turn.
+        if self._run_callbacks(turn_id):
+            return True
+        receivers = await self.client().publish(self.stop_channel, turn_id)
+        return bool(receivers)
+
+    def _run_callbacks(self, turn_id: str) -> bool:
+        callbacks = list(self._stop_callbacks.get(turn_id, ()))
+        for callback in callbacks:
+            callback()
+        return bool(callbacks)
+
+    def on_stop(self, turn_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        self._stop_callbacks.setdefault(turn_id, []).append(callback)
+        self._ensure_listener()
+
+        def unregister() -> None:
+            callbacks = self._stop_callbacks.get(turn_id)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._stop_callbacks[turn_id]
+
+        return unregister
+
+    def _ensure_listener(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._listeners.get(loop)
+        if task is None or task.done():
+            self._listeners[loop] = loop.create_task(self._listen(), name="llmstream-redis-stop")
+
+    async def _listen(self) -> None:
+        """Receive stop requests for the turns this process runs; reconnect on failure."""
+        while True:
+            pubsub = self.client().pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.stop_channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        data = message["data"]
+                        self._run_callbacks(data.decode() if isinstance(data, bytes) else data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("Lost the Redis stop channel; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._listeners.pop(loop, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()

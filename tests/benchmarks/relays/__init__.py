@@ -1,0 +1,1 @@
+"""The baseline relays: bare proxies that persist nothing, measured against django-llmstream."""

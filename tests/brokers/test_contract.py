@@ -1,0 +1,146 @@
+"""One contract for every broker: run against the memory broker and, where REDIS_URL is set,
+against real Redis (two RedisBroker instances stand for two worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from django_llmstream.brokers import BaseBroker, TurnEvent
+from django_llmstream.brokers.memory import MemoryBroker
+
+REDIS_URL = os.environ.get("REDIS_URL")
+
+
+def ev(n: int, name: str = "delta") -> TurnEvent:
+    return TurnEvent(n, name, {"text": f"piece {n}", "n": n})
+
+
+def _redis_pair() -> tuple[BaseBroker, BaseBroker]:
+    from django_llmstream.brokers.redis import RedisBroker
+
+    prefix = f"llmstream-test-{uuid.uuid4().hex[:8]}"
+    config = {"LOCATION": REDIS_URL, "OPTIONS": {"PREFIX": prefix}}
+    return RedisBroker(config), RedisBroker(config)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def brokers(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BaseBroker, BaseBroker]]:
+    """(producer side, watcher side): the same broker for memory; two instances for Redis."""
+    if request.param == "memory":
+        broker = MemoryBroker({})
+        yield broker, broker
+        return
+    if not REDIS_URL:
+        pytest.skip("REDIS_URL is not set (.ci/run sets it when Redis answers)")
+    a, b = _redis_pair()
+    yield a, b
+    await a.aclose()
+    await b.aclose()
+
+
+async def collect_until_terminal(sub: Any, timeout: float = 5) -> list[TurnEvent]:
+    got: list[TurnEvent] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not got or not got[-1].terminal:
+        assert asyncio.get_running_loop().time() < deadline, got
+        got += await sub.get(0.5)
+    return got
+
+
+async def test_events_reach_every_watcher_once_in_order(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    await producer.publish(turn, ev(1, "start"))
+    a, b = watcher.subscribe(turn), watcher.subscribe(turn, after=1)
+
+    async def produce() -> None:
+        for n in range(2, 30):
+            await producer.publish(turn, ev(n))
+            if n % 5 == 0:
+                await asyncio.sleep(0.01)
+        await producer.publish(turn, ev(30, "done"))
+
+    task = asyncio.create_task(produce())
+    got_a, got_b = await asyncio.gather(collect_until_terminal(a), collect_until_terminal(b))
+    await task
+    assert [e.id for e in got_a] == list(range(1, 31))
+    assert [e.id for e in got_b] == list(range(2, 31))
+    assert got_a[5] == ev(6)  # data survives the trip unchanged
+    assert await a.get(0.05) == []  # finished: nothing more, at once
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_resume_after_any_id_is_exact(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    for n in range(1, 10):
+        await producer.publish(turn, ev(n))
+    await producer.publish(turn, ev(10, "done"))
+    for after in range(0, 10):
+        sub = watcher.subscribe(turn, after=after)
+        got = await collect_until_terminal(sub)
+        assert [e.id for e in got] == list(range(after + 1, 11))
+        await sub.aclose()
+
+
+async def test_known_and_last_event(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    assert not await watcher.known(turn)
+    assert await watcher.last_event(turn) is None
+    await producer.publish(turn, ev(1, "start"))
+    await producer.publish(turn, ev(2))
+    assert await watcher.known(turn)
+    assert await watcher.last_event(turn) == ev(2)
+
+
+async def test_finished_turn_expires_after_ttl(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    with override_settings(LLMSTREAM={"BROKER_TTL_SECONDS": 1}):
+        await producer.publish(turn, ev(1, "start"))
+        await producer.publish(turn, ev(2, "done"))
+        assert await watcher.known(turn)
+        await asyncio.sleep(1.2)
+        assert not await watcher.known(turn)
+        assert await watcher.last_event(turn) is None
+
+
+async def test_watchers_are_counted_everywhere(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    await producer.publish(turn, ev(1, "start"))
+    a = watcher.subscribe(turn)
+    b = watcher.subscribe(turn)
+    await a.get(0.05)
+    await b.get(0.05)
+    assert await producer.watchers(turn) == 2
+    await a.aclose()
+    assert await producer.watchers(turn) == 1
+    await b.aclose()
+    assert await producer.watchers(turn) == 0
+
+
+async def test_stop_reaches_the_process_that_runs_the_turn(brokers: Any) -> None:
+    runner, other = brokers
+    turn = uuid.uuid4().hex
+    stopped = asyncio.Event()
+    unregister: Callable[[], None] = runner.on_stop(turn, stopped.set)
+    await asyncio.sleep(0.2)  # the runner's listener subscribes
+    assert await other.request_stop(turn)
+    await asyncio.wait_for(stopped.wait(), 2)
+    unregister()
+
+
+async def test_stop_for_a_turn_nobody_runs(brokers: Any) -> None:
+    _runner, other = brokers
+    if isinstance(other, MemoryBroker):
+        assert await other.request_stop(uuid.uuid4().hex) is False
