@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+AISDK_JS := tests/aisdk/node_modules/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -43,8 +44,15 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-installed
+pytest: $(VENV)/.dev-installed $(AISDK_JS)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The Vercel AI SDK's client (the ai npm package, 5.0.0 and the newest 5.x), which
+# tests/test_aisdk.py runs against ?format=ai-sdk; into the git-ignored tests/aisdk/node_modules.
+# Without node or npm (or the registry) those tests are skipped, saying why.
+$(AISDK_JS): tests/aisdk/package.json tests/aisdk/package-lock.json
+	@if command -v npm >/dev/null 2>&1 && (cd tests/aisdk && npm ci --no-audit --no-fund --loglevel=error); \
+	then touch $@; else echo "== the ai npm package could not be installed: its tests will be skipped"; fi
 
 docs: $(VENV)/.dev-installed
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html

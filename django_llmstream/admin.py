@@ -125,7 +125,7 @@ def _format_cost(cost: Any) -> str:
 async def _astop_turns(turns: Sequence[Message]) -> int:
     # The same steps as TurnStopView: ask the process that runs the turn; where nobody takes
     # the request (its process is gone), end the turn here as cancelled, text kept.
-    from django_llmstream.views import end_orphan_turn, is_orphan
+    from django_llmstream.turns import end_orphan_turn, is_orphan
 
     broker = get_broker()
     stopped = 0

@@ -180,7 +180,7 @@ def _tool_input(arguments: str) -> Any:
         return {}
     try:
         return json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return arguments
 
 
@@ -197,7 +197,7 @@ def turn_body(data: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
     if chat_id is not None and (not isinstance(chat_id, str) or not chat_id or len(chat_id) > 200):
         raise RequestValidationError("id must be the chat's id (a short string).", field="id")
     trigger = data.get("trigger")
-    if trigger is not None and trigger not in _TRIGGERS:
+    if trigger is not None and (not isinstance(trigger, str) or trigger not in _TRIGGERS):
         raise RequestValidationError(
             f"trigger must be one of {', '.join(sorted(_TRIGGERS))}.", field="trigger"
         )

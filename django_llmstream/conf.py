@@ -78,6 +78,12 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF": 0.5,
     # Upstream connections one process may hold (httpx's default of 100 caps streams).
     "MAX_CONNECTIONS": 10_000,
+    # Longest SSE event (all its lines) or NDJSON line read from an upstream, in bytes; a
+    # longer one fails the turn with upstream_protocol. A provider entry may set its own.
+    "MAX_UPSTREAM_EVENT_BYTES": 16 * 1024 * 1024,
+    # Most characters one turn may produce (answer text + reasoning + tool call arguments);
+    # past it the turn ends "failed" (output_too_long) with the text so far. None: no limit.
+    "MAX_OUTPUT_CHARS": 1_000_000,
     # Most characters of conversation sent upstream per turn (system prompt and new prompt
     # always, then the newest earlier turns that fit; ~4 characters per English token). None
     # sends everything. A provider entry may set its own in OPTIONS.

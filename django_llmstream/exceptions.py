@@ -15,6 +15,7 @@ __all__ = [
     "InvalidBrokerConfig",
     "InvalidProviderConfig",
     "LLMStreamError",
+    "OutputTooLong",
     "ProviderError",
     "RequestValidationError",
     "TurnInterrupted",
@@ -130,6 +131,14 @@ class UpstreamOverloaded(UpstreamHTTPError):
 
     type = "upstream_overloaded"
     retryable = True
+
+
+class OutputTooLong(LLMStreamError):
+    """The answer (text, reasoning and tool call arguments of one turn) passed
+    ``MAX_OUTPUT_CHARS``: the turn was stopped there and the upstream closed."""
+
+    type = "output_too_long"
+    retryable = False
 
 
 class TurnInterrupted(LLMStreamError):

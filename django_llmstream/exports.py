@@ -95,9 +95,9 @@ def message_record(message: Message, *, include_content: bool = True) -> dict[st
         "content": message.content if include_content else None,
         "reasoning": message.reasoning if include_content else None,
         "tool_calls": (
-            list(message.tool_calls or [])
+            message.tool_call_list()
             if include_content
-            else redact_tool_calls(message.tool_calls)
+            else redact_tool_calls(message.tool_call_list())
         ),
         "status": message.status,
         "finish_reason": message.finish_reason,
@@ -266,7 +266,9 @@ def _write_csv(conversations: Iterable[Conversation], out: TextIO, include: bool
             )
         for message in conversation.messages.all():
             calls = (
-                list(message.tool_calls or []) if include else redact_tool_calls(message.tool_calls)
+                message.tool_call_list()
+                if include
+                else redact_tool_calls(message.tool_call_list())
             )
             writer.writerow(
                 [

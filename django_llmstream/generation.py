@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,8 +24,15 @@ from django.utils import timezone
 from django_llmstream import signals
 from django_llmstream.brokers import BaseBroker, TurnEvent, get_broker
 from django_llmstream.conf import app_settings
-from django_llmstream.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from django_llmstream.exceptions import LLMStreamError
+from django_llmstream.events import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from django_llmstream.exceptions import LLMStreamError, OutputTooLong
 from django_llmstream.models import Message
 from django_llmstream.providers import BaseProvider, ChatRequest
 from django_llmstream.recovery import lease_deadline
@@ -193,24 +201,47 @@ class Generation:
             await self._wait_for_previous(self.wait_for)
         if self.prepare is not None:
             self.request = await self.prepare()
+        limit = app_settings.MAX_OUTPUT_CHARS
+        # Characters of text, reasoning and tool call arguments this turn may still produce.
+        room = None if limit is None else int(limit)
         stream = self.provider.stream(self.request)
         try:
             async for event in stream:
-                if isinstance(event, TextDelta):
-                    await self._on_text(event.text)
-                elif isinstance(event, ReasoningDelta):
-                    await self._on_reasoning(event.text)
-                elif isinstance(event, ToolCallDelta):
-                    await self._on_tool_call(event)
-                elif isinstance(event, Usage):
-                    self.usage = self.usage.merged(event)
-                elif isinstance(event, Finish):
-                    self.finish = event
+                if room is not None and isinstance(
+                    event, TextDelta | ReasoningDelta | ToolCallDelta
+                ):
+                    size = _output_size(event)
+                    if size > room:
+                        # Keep what fits, then end the turn (the finally closes the upstream).
+                        if room:
+                            await self._dispatch(_cut_output(event, room))
+                        logger.warning(
+                            "Turn %s stopped: its output passed MAX_OUTPUT_CHARS (%d).",
+                            self.turn_id,
+                            limit,
+                        )
+                        raise OutputTooLong(
+                            f"The answer was stopped after {limit} characters (MAX_OUTPUT_CHARS)."
+                        )
+                    room -= size
+                await self._dispatch(event)
         finally:
             # Closes the upstream response at once, also on cancellation.
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            await self._on_text(event.text)
+        elif isinstance(event, ReasoningDelta):
+            await self._on_reasoning(event.text)
+        elif isinstance(event, ToolCallDelta):
+            await self._on_tool_call(event)
+        elif isinstance(event, Usage):
+            self.usage = self.usage.merged(event)
+        elif isinstance(event, Finish):
+            self.finish = event
 
     async def _keepalive(self) -> None:
         """Renew the lease while the turn runs (also while the upstream is silent), and
@@ -451,6 +482,20 @@ class Generation:
                 "duration_ms": duration_ms,
             },
         )
+
+
+def _output_size(event: TextDelta | ReasoningDelta | ToolCallDelta) -> int:
+    """Characters ``event`` adds to the turn's output (for ``MAX_OUTPUT_CHARS``)."""
+    return len(event.arguments if isinstance(event, ToolCallDelta) else event.text)
+
+
+def _cut_output(
+    event: TextDelta | ReasoningDelta | ToolCallDelta, size: int
+) -> TextDelta | ReasoningDelta | ToolCallDelta:
+    """``event`` with only the first ``size`` characters of its text or arguments."""
+    if isinstance(event, ToolCallDelta):
+        return dataclasses.replace(event, arguments=event.arguments[:size])
+    return dataclasses.replace(event, text=event.text[:size])
 
 
 async def _send(signal: Signal, sender: type, **kwargs: Any) -> None:

@@ -15,6 +15,8 @@ from django.utils.translation import gettext_lazy as _
 
 __all__ = ["Conversation", "Message"]
 
+_TOOL_CALL_KEYS = ("index", "id", "name", "arguments")
+
 
 class Conversation(models.Model):
     """A chat: its owner (a user, or an anonymous visitor's session) and its messages."""
@@ -127,6 +129,19 @@ class Message(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+    def tool_call_list(self) -> list[dict[str, Any]]:
+        """The stored tool calls with their keys in one order (``index``, ``id``, ``name``,
+        ``arguments``, then any others): PostgreSQL's ``jsonb`` does not keep key order."""
+        calls = self.tool_calls if isinstance(self.tool_calls, list) else []
+        return [
+            {
+                **{key: call[key] for key in _TOOL_CALL_KEYS if key in call},
+                **{key: value for key, value in call.items() if key not in _TOOL_CALL_KEYS},
+            }
+            for call in calls
+            if isinstance(call, dict)
+        ]
 
     def usage_dict(self) -> dict[str, Any]:
         return {

@@ -162,7 +162,7 @@ class JSONValueSplitter:
     """Top-level JSON values of a text that arrives in pieces (see the module docstring).
 
     Between values, anything that does not open an object or an array is skipped: whitespace,
-    commas, Markdown code fences (```` ```json ````), a sentence of prose before the JSON. A
+    commas, the lines of a Markdown code fence, a sentence of prose before the JSON. A
     top-level array is unpacked: each of its elements (of any JSON type) is handed out as soon
     as it is complete — an object or array element at its closing bracket, a number, string,
     ``true``, ``false`` or ``null`` at the ``,`` or ``]`` after it. A top-level object is handed

@@ -6,21 +6,24 @@ Errors are :class:`RequestValidationError` with the ``field`` PROTOCOL.md names 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
+from django.http.request import RawPostDataException
 
 from django_llmstream.conf import app_settings
 from django_llmstream.exceptions import RequestValidationError
 from django_llmstream.text import clean_text
 
-__all__ = ["TurnInput", "parse_body", "parse_last_event_id", "validate_turn"]
+__all__ = ["TurnInput", "parse_body", "parse_last_event_id", "readable_body", "validate_turn"]
 
 _KNOWN_FIELDS = {"prompt", "conversation", "provider", "model", "system", "params"}
 # Form posts carry Django's CSRF token as a field; it is not ours to refuse.
@@ -51,6 +54,10 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
         body = request.body
     except RequestDataTooBig as exc:
         raise too_big from exc
+    except RawPostDataException:
+        # A multipart form that Django's CSRF check has already parsed from the stream (to
+        # find its token): the fields are in request.POST, the size was checked before.
+        body = b""
     if len(body) > limit:
         raise too_big
     content_type = request.content_type or ""
@@ -59,17 +66,24 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
             data = json.loads(body.decode(request.encoding or "utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise RequestValidationError(f"The body is not valid JSON: {exc}") from exc
+        except LookupError as exc:  # a charset that is a codec but no text encoding (base64)
+            raise RequestValidationError(
+                f"The body's charset {request.encoding!r} is not a text encoding."
+            ) from exc
+        except RecursionError as exc:
+            raise RequestValidationError("The body is not valid JSON: nested too deeply.") from exc
         if not isinstance(data, dict):
             raise RequestValidationError("The JSON body must be an object.")
         return data
     if content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        form: dict[str, Any] = dict(request.POST.items())
+        with readable_body():
+            form: dict[str, Any] = dict(request.POST.items())
         params = {k[7:-1]: v for k, v in form.items() if k.startswith("params[")}
         form = {k: v for k, v in form.items() if not k.startswith("params[")}
         if "params" in form:
             try:
                 form["params"] = json.loads(form["params"])
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise RequestValidationError(
                     "params must be a JSON object.", field="params"
                 ) from exc
@@ -77,6 +91,21 @@ def parse_body(request: HttpRequest) -> dict[str, Any]:
             form["params"] = params
         return form
     raise RequestValidationError("Send the body as application/json (or a form).", status=415)
+
+
+@contextlib.contextmanager
+def readable_body() -> Iterator[None]:
+    """Around code that reads ``request.POST`` (the form, or Django's CSRF check looking for
+    its token): a body Django cannot parse as a form — malformed multipart, a charset a form
+    cannot have, more than ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` fields or
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes — is a :class:`RequestValidationError` (400, 413),
+    answered in JSON like every other bad request, not Django's HTML ``400``."""
+    try:
+        yield
+    except RequestDataTooBig as exc:
+        raise RequestValidationError("The request body is too large.", status=413) from exc
+    except (MultiPartParserError, BadRequest, SuspiciousOperation) as exc:
+        raise RequestValidationError(f"The form body cannot be read: {exc}") from exc
 
 
 def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
@@ -106,10 +135,15 @@ def _check_param(name: str, value: Any, spec: Mapping[str, Any]) -> Any:
                 if not value.is_integer():
                     raise RequestValidationError(f"{name} must be a whole number.", field=where)
                 value = int(value)
-        elif not math.isfinite(value):
-            raise RequestValidationError(f"{name} must be a finite number.", field=where)
         else:
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError as exc:  # an int too large for a float: out of any range
+                raise RequestValidationError(
+                    f"{name} must be between {spec.get('min')} and {spec.get('max')}.", field=where
+                ) from exc
+            if not math.isfinite(value):
+                raise RequestValidationError(f"{name} must be a finite number.", field=where)
         low, high = spec.get("min"), spec.get("max")
         if (low is not None and value < low) or (high is not None and value > high):
             raise RequestValidationError(f"{name} must be between {low} and {high}.", field=where)

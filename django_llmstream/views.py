@@ -10,11 +10,10 @@ Subclass and override the hooks to adapt them: :meth:`LLMStreamView.get_owner` a
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,11 +34,11 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from django_llmstream import aisdk
-from django_llmstream.brokers import BaseBroker, Subscription, TurnEvent, get_broker
+from django_llmstream.brokers import TurnEvent, get_broker
 from django_llmstream.conf import app_settings
 from django_llmstream.context import context_budget, fit_context
 from django_llmstream.exceptions import RequestValidationError
-from django_llmstream.generation import Generation, is_draining, running_generations
+from django_llmstream.generation import Generation, is_draining
 from django_llmstream.models import Conversation, Message
 from django_llmstream.providers import (
     BaseProvider,
@@ -48,10 +47,9 @@ from django_llmstream.providers import (
     get_provider,
     provider_aliases,
 )
-from django_llmstream.providers.http import aclose_clients
 from django_llmstream.quotas import check_limits
-from django_llmstream.recovery import end_orphan, is_dead, lease_deadline
-from django_llmstream.replay import replay_events, stored_last_id, terminal_event_id
+from django_llmstream.recovery import lease_deadline
+from django_llmstream.replay import replay_events, terminal_event_id
 from django_llmstream.responses import (
     SSEResponse,
     error_response,
@@ -59,8 +57,22 @@ from django_llmstream.responses import (
     replay_stream,
 )
 from django_llmstream.security import authenticate_request, check_body_size, has_permission
-from django_llmstream.validation import TurnInput, parse_body, parse_last_event_id, validate_turn
-from django_llmstream.writer import run_db
+from django_llmstream.turns import (
+    end_orphan_turn,
+    is_orphan,
+    launch,
+    stop_turn,
+    watch_turn,
+    wsgi_event_stream,
+)
+from django_llmstream.validation import (
+    TurnInput,
+    parse_body,
+    parse_last_event_id,
+    readable_body,
+    validate_turn,
+)
+from django_llmstream.writer import release_connections, run_db
 
 __all__ = [
     "AISDKReconnectView",
@@ -104,9 +116,28 @@ class LLMStreamView(View):
 
     owner: Owner
 
+    #: How many requests of this process may do their database work at the same time.
+    #: Django's ASGI handler gives each request a thread, and so a database connection, of its
+    #: own: a burst of new streams opened one connection each (measured: 300 streams started
+    #: within 2 s took all 100 of PostgreSQL's connections, and a third of them failed). A
+    #: request gives its connection back before its slot. ``None``: no limit.
+    max_concurrent_db_requests: int | None = 8
+
     async def dispatch(  # type: ignore[override]
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
+        limit = self.max_concurrent_db_requests
+        if limit is None or isinstance(request, WSGIRequest):
+            return await self._dispatch(request, *args, **kwargs)
+        async with _db_slots(limit):
+            try:
+                return await self._dispatch(request, *args, **kwargs)
+            finally:
+                # In the request's thread, whose connection would otherwise stay open until
+                # the response ends (for an event stream: the whole answer).
+                await sync_to_async(release_connections)()
+
+    async def _dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             # A token client (AUTHENTICATORS) carries its own credential, not an ambient
             # cookie: CSRF cannot forge it, so it skips the check (docs/security.rst).
@@ -177,7 +208,8 @@ class LLMStreamView(View):
         """
         check = _CSRFCheck(_no_view)
         check.process_request(request)
-        rejected = check.process_view(request, _no_view, (), {})
+        with readable_body():  # the check reads a form body (for its token field)
+            rejected = check.process_view(request, _no_view, (), {})
         return rejected.reason_phrase if rejected is not None else None
 
     async def authenticate(self, request: HttpRequest) -> AbstractBaseUser | None:
@@ -249,6 +281,20 @@ class LLMStreamView(View):
         if turn is None:
             raise RequestValidationError("No such turn.", field="turn", status=404)
         return turn
+
+
+_db_slot_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _db_slots(limit: int) -> asyncio.Semaphore:
+    """The running loop's semaphore for :attr:`LLMStreamView.max_concurrent_db_requests`."""
+    loop = asyncio.get_running_loop()
+    slots = _db_slot_semaphores.get(loop)
+    if slots is None:
+        slots = _db_slot_semaphores[loop] = asyncio.Semaphore(limit)
+    return slots
 
 
 def session_owner_key(session_key: str) -> str:
@@ -674,60 +720,6 @@ async def conversation_for_chat(
     return await queryset.filter(**lookup).order_by("-created_at", "-pk").afirst()
 
 
-async def launch(plan: dict[str, Any]) -> Generation:
-    """Create a planned turn's generation in the running loop, publish ``start``, run it."""
-    generation = Generation(**plan)
-    await generation.begin()
-    generation.start()
-    return generation
-
-
-def wsgi_event_stream(
-    plan: dict[str, Any], encoder: Callable[[list[TurnEvent]], bytes] | None = None
-) -> Iterator[bytes]:
-    """``stream/`` under WSGI: the turn runs in an event loop of its own thread, and the
-    response iterates its events synchronously (Django would buffer an async iterator under
-    WSGI). A client that goes away cancels the turn, as under ASGI."""
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue()
-    started: list[Generation] = []
-
-    async def run() -> None:
-        generation = await launch(plan)
-        started.append(generation)
-        subscription = get_broker().subscribe(generation.turn_id, 0)
-        try:
-            async for chunk in event_stream(subscription=subscription, encoder=encoder):
-                chunks.put(chunk)
-            await generation.finished.wait()
-        finally:
-            # This loop ends with the response: close what it opened.
-            await aclose_clients()
-            await get_broker().aclose()
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(run())
-        except BaseException as exc:  # handed to the response, which raises it
-            chunks.put(exc)
-        finally:
-            chunks.put(None)
-
-    threading.Thread(target=thread_main, name="llmstream-wsgi-turn", daemon=True).start()
-    complete = False
-    try:
-        while True:
-            item = chunks.get()
-            if item is None:
-                complete = True
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        if not complete and started and app_settings.ON_DISCONNECT == "cancel":
-            started[0].cancel("disconnected")
-
-
 class TurnEventsView(LLMStreamView):
     """``GET turns/<turn>/events/``: attach, resume after ``Last-Event-ID``, or replay."""
 
@@ -774,42 +766,6 @@ class TurnEventsView(LLMStreamView):
         return _ai_sdk(response) if encoder is not None else response
 
 
-@dataclass(frozen=True, slots=True)
-class TurnWatch:
-    """What a watcher of a turn gets (see :func:`watch_turn`): ``events`` to send first, then
-    what ``subscription`` delivers (``None``: nothing more), with ``on_idle`` to call after
-    each silent interval (see :func:`check_liveness`)."""
-
-    events: list[TurnEvent]
-    subscription: Subscription | None
-    on_idle: Callable[[int], Awaitable[list[TurnEvent]]]
-
-
-async def watch_turn(message: Message, after: int) -> TurnWatch | None:
-    """Attach to a turn (ASGI) from the event after id ``after``: a running turn (here or on
-    another worker) or one the broker still holds is subscribed to, a finished one is replayed
-    from the database, an orphaned one is ended first. ``None`` when the caller already has
-    the terminal event. Shared by ``events/``, the AI SDK's reconnect and the WebSocket
-    consumer."""
-    turn_id = str(message.pk)
-    broker = get_broker()
-    if not message.is_terminal and is_orphan(message, broker):
-        message = await end_orphan_turn(message, broker)
-
-    def on_idle(cursor: int) -> Awaitable[list[TurnEvent]]:
-        return check_liveness(turn_id, broker, cursor)
-
-    last = await broker.last_event(turn_id)
-    if last is None and message.is_terminal:
-        if after >= terminal_event_id(message):
-            return None
-        return TurnWatch(replay_events(message, after), None, on_idle)
-    if last is not None and last.terminal and after >= last.id:
-        return None
-    # Running (here or on another worker), or finished and still in the broker.
-    return TurnWatch([], broker.subscribe(turn_id, after), on_idle)
-
-
 class AISDKReconnectView(LLMStreamView):
     """``GET stream/<chat>/stream``: the AI SDK's reconnect route (``DefaultChatTransport``
     appends ``/<chatId>/stream`` to its ``api`` URL to resume). ``204`` when the chat's
@@ -852,48 +808,6 @@ class AISDKReconnectView(LLMStreamView):
         )
 
 
-def is_orphan(message: Message, broker: BaseBroker) -> bool:
-    """Whether no process runs this unfinished turn any more."""
-    if str(message.pk) in running_generations():
-        return False
-    if not broker.crosses_processes:
-        return True  # one process: if it does not run here, it runs nowhere
-    return is_dead(message)
-
-
-async def end_orphan_turn(
-    message: Message, broker: BaseBroker, status: str = "interrupted"
-) -> Message:
-    """End an orphaned turn in the database and, where the broker holds it, with a terminal
-    event its watchers receive; the terminal id follows every id already sent."""
-    turn_id = str(message.pk)
-    last = await broker.last_event(turn_id)
-    terminal_id = max(last.id if last is not None else 0, stored_last_id(message)) + 1
-    ended = await sync_to_async(end_orphan)(turn_id, terminal_id=terminal_id, status=status)
-    await message.arefresh_from_db()
-    if ended and last is not None and not last.terminal:
-        for event in replay_events(message, terminal_id - 1):
-            await broker.publish(turn_id, event)
-    return message
-
-
-async def check_liveness(turn_id: str, broker: BaseBroker, cursor: int) -> list[TurnEvent]:
-    """Run while a watcher waits in silence: a turn whose process died is ended, and a turn
-    the database knows as finished without the broker's terminal event is finished from the
-    database, so no watcher waits forever."""
-    message = await Message.objects.filter(pk=turn_id).afirst()
-    if message is None:
-        return []
-    if not message.is_terminal:
-        if is_orphan(message, broker):
-            await end_orphan_turn(message, broker)
-        return []
-    last = await broker.last_event(turn_id)
-    if last is not None and last.terminal:
-        return []
-    return replay_events(message, cursor)
-
-
 class TurnStopView(LLMStreamView):
     """``POST turns/<turn>/stop/``: stop the generation wherever it runs; idempotent."""
 
@@ -905,18 +819,6 @@ class TurnStopView(LLMStreamView):
         turn_id = str(message.pk)
         await stop_turn(message)
         return JsonResponse({"turn": turn_id, "status": "stopping"}, status=202)
-
-
-async def stop_turn(message: Message) -> None:
-    """Stop a turn wherever it runs (idempotent: a finished turn is left as it is). Shared by
-    ``stop/`` and the WebSocket consumer."""
-    if message.is_terminal:
-        return
-    broker = get_broker()
-    taken = await broker.request_stop(str(message.pk))
-    if not taken or is_orphan(message, broker):
-        # Nobody runs it (its process is gone): end it here, text kept.
-        await end_orphan_turn(message, broker, status="cancelled")
 
 
 def _iso(value: Any) -> str | None:

@@ -11,7 +11,9 @@ from django.db import connections
 from django_llmstream.writer import close_db_connection
 
 # tests.upstream: the fake provider servers; tests.live: the uvicorn server and its client.
-pytest_plugins = ["tests.upstream", "tests.live"]
+# django_llmstream.pytest_plugin: the test kit's fixtures (llmstream_script, llmstream_settings);
+# registered here, not by its entry point (see addopts in pyproject.toml).
+pytest_plugins = ["tests.upstream", "tests.live", "django_llmstream.pytest_plugin"]
 
 
 @pytest.fixture(scope="session", autouse=True)

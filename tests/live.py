@@ -24,10 +24,11 @@ from django_llmstream.writer import close_db_connection
 
 
 class LiveServer:
-    def __init__(self) -> None:
+    def __init__(self, application: Any = None, ws: str = "none") -> None:
         import uvicorn
 
-        from tests.asgi import application
+        if application is None:
+            from tests.asgi import application
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,7 +39,7 @@ class LiveServer:
             application,
             lifespan="off",
             log_level="warning",
-            ws="none",
+            ws=ws,
             timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)

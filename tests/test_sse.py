@@ -722,3 +722,79 @@ def test_hypothesis_round_trip_and_chunking() -> None:
 
     round_trip()
     chunking()
+
+
+def test_hypothesis_any_bytes_any_chunking() -> None:
+    """Arbitrary bytes (not only SSE-like tokens), cut anywhere: no exception, the same
+    events whatever the chunking, and what the spec-literal reference parser finds."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=600), st.lists(st.integers(min_value=0), max_size=10))
+    def any_bytes(raw: bytes, cuts: list[int]) -> None:
+        points = sorted(cut % (len(raw) + 1) for cut in cuts)
+        chunks = [raw[a:b] for a, b in itertools.pairwise([0, *points, len(raw)])]
+        result = parse_chunks(chunks)
+        assert result == parse_chunks([raw]) == reference_parse(raw)
+        assert result == parse_chunks([raw[i : i + 1] for i in range(len(raw))])
+        for event in result[0]:
+            assert "\r" not in event.data and "\r" not in event.event
+            assert "\n" not in event.event and "\0" not in event.id
+
+    any_bytes()
+
+
+def test_hypothesis_encoded_streams_keep_their_framing() -> None:
+    """Any sequence of encoded events (text or JSON data, event types, ids, retry values,
+    comments), concatenated and cut anywhere, parses back into exactly those events: none
+    merges with the next, none splits, none is lost, ``id`` and ``retry`` carry over."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    any_text = st.text(st.characters(exclude_categories=()), max_size=40)
+    one_line = st.text(st.characters(exclude_characters="\r\n\x00"), max_size=20)
+    no_surrogates = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | no_surrogates,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(no_surrogates, inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+    fields = st.fixed_dictionaries(
+        {
+            "data": st.one_of(any_text, st.dictionaries(no_surrogates, json_values, max_size=4)),
+            "event": st.none() | one_line,
+            "id": st.none() | one_line,
+            "retry": st.none() | st.integers(min_value=0, max_value=10**12),
+            "comment": st.none() | any_text,
+        }
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(fields, max_size=8), st.lists(st.integers(min_value=0), max_size=10))
+    def framing(items: list[dict[str, Any]], cuts: list[int]) -> None:
+        raw = b"".join(encode(**item) for item in items)
+        points = sorted(cut % (len(raw) + 1) for cut in cuts)
+        chunks = [raw[a:b] for a, b in itertools.pairwise([0, *points, len(raw)])]
+        events, last_id, retry = parse_chunks(chunks)
+        assert len(events) == len(items)
+        current_id, current_retry = "", None
+        for event, item in zip(events, items, strict=True):
+            if item["id"] is not None:
+                current_id = well_formed(item["id"])
+            if item["retry"] is not None:
+                current_retry = item["retry"]
+            assert event.event == (well_formed(item["event"]) if item["event"] else "message")
+            assert (event.id, event.retry) == (current_id, current_retry)
+            data = item["data"]
+            if isinstance(data, str):
+                assert event.data == well_formed(data.replace("\r\n", "\n").replace("\r", "\n"))
+            else:
+                assert json.loads(event.data) == data
+        assert (last_id, retry) == (current_id, current_retry)
+
+    framing()

@@ -28,6 +28,7 @@ from django_llmstream.structured import (
     lines,
     sentences,
 )
+from tests.docs_examples import print_colours
 from tests.shared import REPO_ROOT
 
 SPLITTERS: dict[str, Any] = {
@@ -130,6 +131,23 @@ async def test_async_helpers_over_text() -> None:
     assert [x async for x in json_values(_pieces("[1,", "2]"))] == [1, 2]
 
 
+async def test_json_values_example(capsys: pytest.CaptureFixture[str]) -> None:
+    reply = (
+        '```json\n[\n  {"name": "red", "hex": "#f00"},\n  {"name": "blue", "hex": "#00f"}\n]\n```'
+    )
+    config = {
+        "PROVIDERS": {
+            "demo": {
+                "BACKEND": "django_llmstream.providers.demo.DemoProvider",
+                "OPTIONS": {"DELAY": 0, "REPLY": reply},
+            }
+        }
+    }
+    with override_settings(LLMSTREAM=config):
+        await print_colours()
+    assert capsys.readouterr().out == "red #f00\nblue #00f\n"
+
+
 async def test_helpers_over_stream_events() -> None:
     reply = '[{"colour": "red"},\n {"colour": "green"}]'
     config = {
@@ -172,79 +190,14 @@ async def test_non_text_events_are_ignored_and_break_closes_the_source() -> None
 
 JS = REPO_ROOT / "django_llmstream" / "static" / "django_llmstream" / "llmstream.js"
 
-NODE_SCRIPT = """
-import { LineSplitter, SentenceSplitter, JSONValueSplitter, lines, jsonValues, Client, Turn }
-  from "./llmstream.mjs";
-import { readFileSync } from "node:fs";
-
-const SPLITTERS = { lines: LineSplitter, sentences: SentenceSplitter, json: JSONValueSplitter };
-const cases = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const failures = [];
-for (const [kind, text, expected] of cases) {
-  const chars = Array.from(text);
-  const ways = [];
-  for (let i = 0; i <= chars.length; i += 1) {
-    ways.push([chars.slice(0, i).join(""), chars.slice(i).join("")]);
-  }
-  for (let n = 1; n <= chars.length; n += 1) {
-    const pieces = [];
-    for (let i = 0; i < chars.length; i += n) pieces.push(chars.slice(i, i + n).join(""));
-    ways.push(pieces);
-  }
-  for (const pieces of ways) {
-    const splitter = new SPLITTERS[kind]();
-    let out = [];
-    for (const piece of pieces) out = out.concat(splitter.push(piece));
-    out = out.concat(splitter.end());
-    if (JSON.stringify(out) !== JSON.stringify(expected)) {
-      failures.push({ kind, pieces, out, expected });
-      break;
-    }
-  }
-}
-
-// Over a Turn: listening starts at the call, deltas are split, done ends the iteration.
-const client = new Client({ storage: null, resume: false, fetch: () => Promise.reject() });
-const turn = new Turn(client);
-const got = [];
-const reading = (async () => {
-  for await (const item of jsonValues(turn)) got.push(item);
-})();
-turn._handle("start", { turn: "t", conversation: "c" }, "1");
-turn._handle("delta", { text: '[{"a": 1}, {"b"' }, "2");
-turn._handle("delta", { text: ': 2}]' }, "3");
-turn._handle("done", { finish_reason: "stop", usage: {} }, "4");
-await reading;
-if (JSON.stringify(got) !== JSON.stringify([{ a: 1 }, { b: 2 }])) failures.push({ turn: got });
-
-// A turn that fails: the lines before the error, then an LLMStreamError.
-const failing = new Turn(client);
-const seen = [];
-let thrown = null;
-const reading2 = (async () => {
-  try {
-    for await (const line of lines(failing)) seen.push(line);
-  } catch (error) {
-    thrown = error;
-  }
-})();
-failing._handle("delta", { text: "first\\nsec" }, "2");
-failing._handle("error", { type: "upstream_error", message: "boom", retryable: true }, "3");
-await reading2;
-if (JSON.stringify(seen) !== '["first"]' || !thrown || thrown.type !== "upstream_error") {
-  failures.push({ failing: seen, thrown: String(thrown) });
-}
-console.log(JSON.stringify(failures));
-"""
-
 
 def test_llmstream_js_splitters_agree(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the JavaScript splitters are not checked")
     shutil.copy(JS, tmp_path / "llmstream.mjs")
+    shutil.copy(REPO_ROOT / "tests" / "structured_check.mjs", tmp_path / "check.mjs")
     (tmp_path / "cases.json").write_text(json.dumps(CASES), encoding="utf-8")
-    (tmp_path / "check.mjs").write_text(NODE_SCRIPT, encoding="utf-8")
     result = subprocess.run(
         [node, "check.mjs", "cases.json"],
         cwd=tmp_path,

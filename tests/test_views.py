@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient, override_settings
 
 from django_llmstream.models import Conversation, Message
+from django_llmstream.testing import arun_turn, run_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,22 +180,21 @@ async def _read_events(client: AsyncClient, url: str, **headers: str) -> list[tu
 
 
 async def test_turn_runs_and_replays() -> None:
-    client = AsyncClient()
-    body = await _start(client, model="demo-large", params={"temperature": 0.2})
-    events = await _read_events(client, body["events_url"])
-    assert events[0] == (
-        "start",
-        {
-            "conversation": body["conversation"],
-            "turn": body["turn"],
-            "provider": "demo",
-            "model": "demo-large",
-        },
+    # The test kit (django_llmstream.testing): POST turns/, then the whole events/ stream,
+    # each event parsed and the framing checked.
+    result = await arun_turn(
+        AsyncClient(), "hi", endpoint="turns", model="demo-large", params={"temperature": 0.2}
     )
-    assert events[-1][0] == "done"
-    turn = await Message.objects.aget(pk=body["turn"])
+    assert result.start == {
+        "conversation": result.conversation,
+        "turn": result.turn,
+        "provider": "demo",
+        "model": "demo-large",
+    }
+    assert result.done is not None
+    turn = await Message.objects.aget(pk=result.turn)
     assert turn.status == "completed"
-    assert turn.content == "".join(data["text"] for name, data in events if name == "delta")
+    assert turn.content == result.text
     assert turn.params == {"temperature": 0.2}
 
 
@@ -292,3 +292,7 @@ def test_wsgi_requests_are_told_to_use_asgi() -> None:
     error = assert_error(response, 503, None, "unavailable")
     assert "ASGI" in error["message"]
     assert Message.objects.count() == 0
+    # The one-step stream/ works there (a thread runs the turn): the test kit's run_turn.
+    result = run_turn(Client(), "hi")
+    assert result.done is not None and result.text
+    assert Message.objects.get(pk=result.turn).content == result.text

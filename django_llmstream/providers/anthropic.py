@@ -288,7 +288,9 @@ class AnthropicProvider(HTTPProvider):
         # {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}:
         # the base finds error.message; the type is worth showing too.
         message = super().map_error_body(status, body)
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
+        with contextlib.suppress(
+            LookupError, ValueError, AttributeError, TypeError, RecursionError
+        ):  # a body of another shape (a proxy's), or no JSON: the message is all there is
             kind = json.loads(body)["error"]["type"]
             if isinstance(kind, str) and kind and kind not in message:
                 return f"{message} ({kind})" if message else kind
@@ -448,7 +450,7 @@ def _json_object(arguments: str) -> dict[str, Any]:
     """A tool call's arguments text as the object ``tool_use.input`` must be."""
     try:
         value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -86,8 +86,11 @@ MAX_RETRY_AFTER = 30.0
 MAX_KEEPALIVE_CONNECTIONS = 100
 #: Longest error body read (error bodies are small; a hostile one is not read to the end).
 MAX_ERROR_BODY = 64 * 1024
-#: Longest SSE event or NDJSON line buffered before the stream is refused as malformed.
-MAX_EVENT_BYTES = 16 * 1024 * 1024
+#: Longest SSE event or NDJSON line is the ``MAX_UPSTREAM_EVENT_BYTES`` setting (an entry may
+#: override it in ``OPTIONS``); it may not be set below this.
+MIN_EVENT_BYTES = 1024
+#: A JSON error body nested deeper than this is not searched for its message.
+MAX_ERROR_DEPTH = 20
 #: Error messages quote at most this much of the provider's own message.
 MAX_MESSAGE_CHARS = 500
 #: After the stream's end, the rest of the body (normally just the chunked terminator) is read
@@ -179,6 +182,8 @@ class StreamState:
 
     request: ChatRequest
     chunks: AsyncIterator[bytes]
+    #: The response's ``Content-Type`` (for error messages).
+    content_type: str = ""
     usage: Usage | None = None
     finish_reason: str | None = None
     finish_raw: str | None = None
@@ -214,6 +219,34 @@ class StreamState:
 # -- the provider base -----------------------------------------------------------------------
 
 
+def status_error(status: int, message: str, retry_after: float | None) -> UpstreamHTTPError:
+    """The exception for an error status of the upstream; ``message`` is already scrubbed."""
+    kind: type[UpstreamHTTPError]
+    retryable: bool | None = None
+    if status in (401, 403):
+        kind = UpstreamAuthError
+    elif status == 429:
+        kind = UpstreamRateLimited
+    elif status in (503, 529):
+        kind = UpstreamOverloaded
+    elif status >= 500:
+        kind = UpstreamServerError
+    else:
+        kind = UpstreamBadRequest
+        if status in RETRYABLE_STATUSES:  # 408, 409
+            retryable = True
+    return kind(message, status_code=status, retryable=retryable, retry_after=retry_after)
+
+
+def is_openai_host(base_url: str | None) -> bool:
+    """Whether ``base_url`` is OpenAI's own API (which needs a key), not a compatible server."""
+    try:
+        host = httpx.URL(base_url or "").host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    return host.lower() == "api.openai.com"
+
+
 class HTTPProvider(BaseProvider):
     """Base of the backends that stream over HTTP (see the module docstring).
 
@@ -222,7 +255,7 @@ class HTTPProvider(BaseProvider):
     ``api-version``). Header and parameter values whose names look like credentials
     (``authorization``, ``api-key``, ``x-api-key``, ``token`` …) are scrubbed like the API key.
     ``OPTIONS`` may override ``CONNECT_TIMEOUT``, ``IDLE_TIMEOUT``, ``TOTAL_TIMEOUT``,
-    ``MAX_RETRIES`` and ``RETRY_BACKOFF`` for this entry.
+    ``MAX_RETRIES``, ``RETRY_BACKOFF`` and ``MAX_UPSTREAM_EVENT_BYTES`` for this entry.
 
     A subclass must implement :meth:`endpoint`, :meth:`build_body` and :meth:`parse_stream`,
     and keep :meth:`parse_stream`'s contract: yield events as they arrive, end with exactly one
@@ -238,7 +271,14 @@ class HTTPProvider(BaseProvider):
     extra_options: ClassVar[frozenset[str]] = frozenset({"HEADERS", "QUERY_PARAMS"})
     #: Settings an entry may override in its ``OPTIONS``.
     overridable_settings: ClassVar[frozenset[str]] = frozenset(
-        {"CONNECT_TIMEOUT", "IDLE_TIMEOUT", "TOTAL_TIMEOUT", "MAX_RETRIES", "RETRY_BACKOFF"}
+        {
+            "CONNECT_TIMEOUT",
+            "IDLE_TIMEOUT",
+            "TOTAL_TIMEOUT",
+            "MAX_RETRIES",
+            "RETRY_BACKOFF",
+            "MAX_UPSTREAM_EVENT_BYTES",
+        }
     )
     #: The ``Accept`` header: what the body of a successful answer is.
     accept: ClassVar[str] = "text/event-stream"
@@ -309,15 +349,22 @@ class HTTPProvider(BaseProvider):
         for name in sorted(self.overridable_settings & set(self.options)):
             value = self.options[name]
             nullable = name == "TOTAL_TIMEOUT"
-            whole = name == "MAX_RETRIES"
+            whole = name in {"MAX_RETRIES", "MAX_UPSTREAM_EVENT_BYTES"}
+            minimum = MIN_EVENT_BYTES if name == "MAX_UPSTREAM_EVENT_BYTES" else 0
             ok = (value is None and nullable) or (
                 isinstance(value, int | float)
                 and not isinstance(value, bool)
-                and (value >= 0 if name in {"MAX_RETRIES", "RETRY_BACKOFF"} else value > 0)
+                and (
+                    value >= minimum
+                    if name in {"MAX_RETRIES", "RETRY_BACKOFF", "MAX_UPSTREAM_EVENT_BYTES"}
+                    else value > 0
+                )
                 and (isinstance(value, int) or not whole)
             )
             if not ok:
-                if whole:
+                if minimum:
+                    hint = f"Use a whole number of bytes >= {minimum}."
+                elif whole:
                     hint = "Use a whole number >= 0."
                 elif nullable:
                     hint = "Use a positive number of seconds, or None for no limit."
@@ -389,11 +436,23 @@ class HTTPProvider(BaseProvider):
 
     def new_state(self, request: ChatRequest, response: httpx.Response) -> StreamState:
         """A fresh :class:`StreamState` for one response (one attempt)."""
-        return StreamState(request=request, chunks=_read_body(response))
+        return StreamState(
+            request=request,
+            chunks=_read_body(response),
+            content_type=response.headers.get("content-type", ""),
+        )
 
     def parse_stream(self, response: httpx.Response, state: StreamState) -> AsyncIterator[Event]:
         """Read the body (through :meth:`iter_sse` / :meth:`iter_lines`) and yield events."""
         raise NotImplementedError(f"{type(self).__name__} must implement parse_stream()")
+
+    def parse_json_answer(self, data: Mapping[str, Any], state: StreamState) -> list[Event] | None:
+        """The events of a whole JSON answer sent with ``Content-Type: application/json``
+        instead of the stream that was asked for (a server that ignores ``"stream": true``),
+        usage and finish reason recorded in ``state``; or ``None`` if this is not an answer
+        this backend can read (the turn then fails with ``upstream_protocol``, quoting the
+        body's message). Default: ``None``."""
+        return None
 
     def map_error_body(self, status: int, body: bytes) -> str:
         """The provider's own message from an error body (JSON ``error.message``, ``error``,
@@ -401,7 +460,7 @@ class HTTPProvider(BaseProvider):
         text = body.decode("utf-8", "replace").strip()
         try:
             data = json.loads(text) if text else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested absurdly deep
             data = None
         message = _error_message(data) if data is not None else None
         if message is None:
@@ -427,39 +486,62 @@ class HTTPProvider(BaseProvider):
 
     # -- reading helpers for parse_stream ----------------------------------------------
 
+    def max_event_bytes(self) -> int:
+        """``MAX_UPSTREAM_EVENT_BYTES`` for this entry: the longest SSE event or NDJSON line
+        read before the stream is refused as malformed."""
+        return max(int(self.setting("MAX_UPSTREAM_EVENT_BYTES")), MIN_EVENT_BYTES)
+
     async def iter_sse(self, state: StreamState) -> AsyncGenerator[ServerSentEvent, None]:
-        """The body as Server-Sent Events (our WHATWG parser, any chunking)."""
+        """The body as Server-Sent Events (our WHATWG parser, any chunking).
+
+        An event longer than :meth:`max_event_bytes`, and a body in which no event could be
+        found although it does not begin like an event stream (an HTML or plain text page,
+        binary data, a compressed body without its ``Content-Encoding``), raise
+        :class:`UpstreamProtocolError`."""
+        limit = self.max_event_bytes()
         parser = SSEParser()
         pending = 0
+        head = b""  # the first bytes, to tell "not an event stream" from "cut short"
+        seen = False
         async for chunk in state.chunks:
+            if len(head) < _HEAD_BYTES:
+                head += chunk[: _HEAD_BYTES - len(head)]
             events = parser.feed(chunk)
             if not events:
                 pending += len(chunk)
-                if pending > MAX_EVENT_BYTES:
-                    raise self.protocol_error(
-                        f"an event of more than {MAX_EVENT_BYTES} bytes without its end"
-                    )
+                if pending > limit:
+                    raise self.protocol_error(f"an event of more than {limit} bytes")
                 continue
             pending = 0
+            seen = True
             for event in events:
+                if len(event.data) > limit:  # characters: never more than its bytes
+                    raise self.protocol_error(f"an event of more than {limit} bytes")
                 yield event
         parser.close()
+        if not seen and head.strip() and not _SSE_START.match(head):
+            raise self.protocol_error(
+                f"a body that is not an event stream (Content-Type "
+                f"{state.content_type or 'none'!r}), starting {_quote(head)}"
+            )
 
     async def iter_lines(self, state: StreamState) -> AsyncGenerator[bytes, None]:
         """The body split into lines (NDJSON), without their ``\\n`` / ``\\r\\n``; blank lines
-        are skipped and a last line without its end is still yielded."""
+        are skipped and a last line without its end is still yielded. A line longer than
+        :meth:`max_event_bytes` raises :class:`UpstreamProtocolError`."""
+        limit = self.max_event_bytes()
         buffer = bytearray()  # appending to bytes would be quadratic for long lines
         async for chunk in state.chunks:
             buffer += chunk
             if b"\n" not in chunk:
-                if len(buffer) > MAX_EVENT_BYTES:
-                    raise self.protocol_error(
-                        f"a line of more than {MAX_EVENT_BYTES} bytes without its end"
-                    )
+                if len(buffer) > limit:
+                    raise self.protocol_error(f"a line of more than {limit} bytes")
                 continue
             *lines, rest = bytes(buffer).split(b"\n")
             buffer = bytearray(rest)
             for line in lines:
+                if len(line) > limit:
+                    raise self.protocol_error(f"a line of more than {limit} bytes")
                 line = line.rstrip(b"\r")
                 if line.strip():
                     yield line
@@ -470,7 +552,7 @@ class HTTPProvider(BaseProvider):
         """``data`` parsed as JSON, or :class:`UpstreamProtocolError` quoting its start."""
         try:
             return json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested absurdly deep
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
             raise self.protocol_error(f"data that is not JSON: {text[:200]!r}") from exc
 
@@ -557,7 +639,11 @@ class HTTPProvider(BaseProvider):
         response = await self._open(request, deadline)
         try:
             state = self.new_state(request, response)
-            events = self.parse_stream(response, state)
+            events: AsyncIterator[Event]
+            if self._json_instead_of_stream(response):
+                events = self._parse_json_answer(response, state)
+            else:
+                events = self.parse_stream(response, state)
             try:
                 while True:
                     event = await self._next(events, deadline)
@@ -601,22 +687,51 @@ class HTTPProvider(BaseProvider):
             raise self._total_timeout() from exc
         except httpx.HTTPError as exc:
             raise self.map_transport_error(exc, started=False) from exc
-        if response.is_success and not self._json_instead_of_stream(response):
+        if response.is_success and _media_type(response) != "text/html":
+            # A JSON answer where a stream was asked for is read by _parse_json_answer.
             return response
         try:
             body = await self._read_error_body(response, deadline)
         finally:
             await response.aclose()
         if response.is_success:
-            detail = self.map_error_body(response.status_code, body)
+            # A proxy's or captive portal's page: the body is no stream of any backend.
+            title = _html_title(body)
             raise self.protocol_error(
-                f"JSON instead of a stream (status {response.status_code}): {detail}"
+                f"an HTML page instead of a stream (status {response.status_code})"
+                + (f": {title}" if title else "")
             )
         raise self.error_for_status(response, body)
 
     def _json_instead_of_stream(self, response: httpx.Response) -> bool:
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        return content_type == "application/json" and "json" not in self.accept
+        return _media_type(response) == "application/json" and "json" not in self.accept
+
+    async def _parse_json_answer(
+        self, response: httpx.Response, state: StreamState
+    ) -> AsyncGenerator[Event, None]:
+        """A whole JSON body where a stream was asked for: the events of
+        :meth:`parse_json_answer`, or :class:`UpstreamProtocolError` quoting its message."""
+        limit = self.max_event_bytes()
+        body = bytearray()
+        async for chunk in state.chunks:
+            body += chunk
+            if len(body) > limit:
+                raise self.protocol_error(f"a JSON answer of more than {limit} bytes")
+        try:
+            data = json.loads(body) if body.strip() else None
+        except (ValueError, RecursionError):
+            data = None
+        events = self.parse_json_answer(data, state) if isinstance(data, dict) else None
+        if events is None:
+            detail = self.map_error_body(response.status_code, bytes(body[:MAX_ERROR_BODY]))
+            raise self.protocol_error(
+                f"JSON instead of a stream (status {response.status_code}): {detail}"
+            )
+        logger.debug("%s: the upstream sent one JSON answer instead of a stream.", self.alias)
+        for event in events:
+            yield event
+        for event in state.final_events():
+            yield event
 
     async def _read_error_body(self, response: httpx.Response, deadline: float | None) -> bytes:
         body = b""
@@ -686,22 +801,7 @@ class HTTPProvider(BaseProvider):
             location = response.headers.get("location")
             detail += f" (a redirect to {location}: check BASE_URL)" if location else ""
         message = self._message(f"Upstream {self.alias} answered {status}: {detail}")
-        retry_after = parse_retry_after(response.headers)
-        kind: type[UpstreamHTTPError]
-        retryable: bool | None = None
-        if status in (401, 403):
-            kind = UpstreamAuthError
-        elif status == 429:
-            kind = UpstreamRateLimited
-        elif status in (503, 529):
-            kind = UpstreamOverloaded
-        elif status >= 500:
-            kind = UpstreamServerError
-        else:
-            kind = UpstreamBadRequest
-            if status in RETRYABLE_STATUSES:  # 408, 409
-                retryable = True
-        return kind(message, status_code=status, retryable=retryable, retry_after=retry_after)
+        return status_error(status, message, parse_retry_after(response.headers))
 
     def map_transport_error(self, exc: httpx.HTTPError, *, started: bool) -> ProviderError:
         """The exception for an httpx failure; ``started``: the response had begun."""
@@ -827,14 +927,16 @@ def parse_retry_after(headers: httpx.Headers | Mapping[str, str]) -> float | Non
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-def _error_message(data: Any) -> str | None:
+def _error_message(data: Any, depth: int = 0) -> str | None:
+    if depth > MAX_ERROR_DEPTH:
+        return None
     if isinstance(data, list) and data:
-        return _error_message(data[0])
+        return _error_message(data[0], depth + 1)
     if not isinstance(data, dict):
         return data if isinstance(data, str) and data else None
     error = data.get("error")
     if isinstance(error, dict):
-        found = _error_message(error)
+        found = _error_message(error, depth + 1)
         if found:
             return found
     elif isinstance(error, str) and error:
@@ -844,10 +946,34 @@ def _error_message(data: Any) -> str | None:
         if isinstance(value, str) and value:
             return value
         if isinstance(value, list | dict):
-            found = _error_message(value)
+            found = _error_message(value, depth + 1)
             if found:
                 return found
     return None
+
+
+#: How much of a body that is not an event stream is quoted in the error.
+_HEAD_BYTES = 120
+# What an event stream begins with: blank lines, then a field or a comment (optional BOM).
+_SSE_START = re.compile(rb"(?:\xef\xbb\xbf)?[\r\n]*(?:data|event|id|retry)?:")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+
+
+def _media_type(response: httpx.Response) -> str:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower()
+
+
+def _html_title(body: bytes) -> str:
+    match = _TITLE.search(body.decode("utf-8", "replace"))
+    title = " ".join(match.group(1).split()) if match else ""
+    return title[:100]
+
+
+def _quote(head: bytes) -> str:
+    """The first bytes of a body, quoted safely: text as text, anything else as bytes."""
+    text = head.decode("utf-8", "replace")
+    return repr(text) if "\ufffd" not in text else repr(head)
 
 
 def _is_http_url(value: str) -> bool:

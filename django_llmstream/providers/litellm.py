@@ -49,14 +49,9 @@ from django_llmstream.conf import app_settings
 from django_llmstream.events import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from django_llmstream.exceptions import (
     ProviderError,
-    UpstreamAuthError,
-    UpstreamBadRequest,
     UpstreamConnectionError,
     UpstreamHTTPError,
-    UpstreamOverloaded,
     UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamServerError,
     UpstreamStreamError,
     UpstreamTimeout,
 )
@@ -72,6 +67,7 @@ from django_llmstream.providers.http import (
     RETRYABLE_STATUSES,
     parse_retry_after,
     retry_delay,
+    status_error,
 )
 from django_llmstream.providers.openai import FINISH_REASON_MAP
 
@@ -604,22 +600,7 @@ class LiteLLMProvider(BaseProvider):
         self, chain: list[BaseException], status: int, detail: str
     ) -> UpstreamHTTPError:
         message = self._message(f"Upstream {self.alias} answered {status}: {detail}")
-        retry_after = _retry_after(chain)
-        kind: type[UpstreamHTTPError]
-        retryable: bool | None = None
-        if status in (401, 403):
-            kind = UpstreamAuthError
-        elif status == 429:
-            kind = UpstreamRateLimited
-        elif status in (503, 529):
-            kind = UpstreamOverloaded
-        elif status >= 500:
-            kind = UpstreamServerError
-        else:
-            kind = UpstreamBadRequest
-            if status in RETRYABLE_STATUSES:  # 408, 409
-                retryable = True
-        return kind(message, status_code=status, retryable=retryable, retry_after=retry_after)
+        return status_error(status, message, _retry_after(chain))
 
     def _idle_timeout(self) -> UpstreamTimeout:
         seconds = float(self.setting("IDLE_TIMEOUT"))

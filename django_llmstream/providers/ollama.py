@@ -276,5 +276,5 @@ def _json_object(arguments: str) -> Any:
     """A tool call's arguments text as the object Ollama wants (``{}`` if it is not JSON)."""
     try:
         return json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}

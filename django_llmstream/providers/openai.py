@@ -13,6 +13,8 @@ under, e.g. ``"max_completion_tokens"`` for OpenAI's reasoning models.
 Wire format: https://platform.openai.com/docs/api-reference/chat-streaming — ``data:`` lines of
 ``chat.completion.chunk`` JSON, ended by ``data: [DONE]``; with ``include_usage`` a last chunk
 has ``choices: []`` and ``usage`` (newer streams send ``"usage": null`` on every other chunk).
+A server that ignores ``stream`` and answers one ``chat.completion`` JSON object is read as if
+it had streamed it (:meth:`OpenAIProvider.parse_json_answer`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from django_llmstream.providers.base import (
     ChatRequest,
     without_unanswered_tool_calls,
 )
-from django_llmstream.providers.http import HTTPProvider, StreamState
+from django_llmstream.providers.http import HTTPProvider, StreamState, is_openai_host
 
 __all__ = ["FINISH_REASON_MAP", "OpenAIProvider"]
 
@@ -63,11 +65,7 @@ class OpenAIProvider(HTTPProvider):
     @property
     def is_openai_api(self) -> bool:
         """Whether ``BASE_URL`` is OpenAI's own API (which needs a key)."""
-        try:
-            host = httpx.URL(self.base_url or "").host
-        except (httpx.InvalidURL, TypeError, ValueError):
-            return False
-        return host.lower() == "api.openai.com"
+        return is_openai_host(self.base_url)
 
     @property
     def max_tokens_param(self) -> str:
@@ -169,6 +167,22 @@ class OpenAIProvider(HTTPProvider):
             # compatible servers omit [DONE]); EOF before both is not, and the base says so.
             for event in state.final_events():
                 yield event
+
+    def parse_json_answer(self, data: Mapping[str, Any], state: StreamState) -> list[Event] | None:
+        """A whole ``chat.completion`` from a server that ignored ``"stream": true``: its
+        message becomes one delta of each kind (and whole tool calls), as if streamed."""
+        choices = data.get("choices")
+        if not isinstance(choices, list) or data.get("error"):
+            return None  # an error object, or not a completion: the base says what it is
+        as_chunk = {
+            **data,
+            "choices": [
+                {**choice, "delta": choice.get("message")}
+                for choice in choices
+                if isinstance(choice, Mapping)
+            ],
+        }
+        return self.parse_chunk(as_chunk, state)
 
     def parse_chunk(self, chunk: Mapping[str, Any], state: StreamState) -> list[Event]:
         """The events of one ``chat.completion.chunk`` (choice 0 only)."""

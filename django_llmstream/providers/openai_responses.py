@@ -44,7 +44,7 @@ from django_llmstream.providers.base import (
     answered_tool_call_ids,
     tool_call_fields,
 )
-from django_llmstream.providers.http import HTTPProvider, StreamState
+from django_llmstream.providers.http import HTTPProvider, StreamState, is_openai_host
 
 __all__ = ["INCOMPLETE_REASON_MAP", "OpenAIResponsesProvider"]
 
@@ -81,11 +81,7 @@ class OpenAIResponsesProvider(HTTPProvider):
     @property
     def is_openai_api(self) -> bool:
         """Whether ``BASE_URL`` is OpenAI's own API (which needs a key)."""
-        try:
-            host = httpx.URL(self.base_url or "").host
-        except (httpx.InvalidURL, TypeError, ValueError):
-            return False
-        return host.lower() == "api.openai.com"
+        return is_openai_host(self.base_url)
 
     def check(self) -> list[checks.CheckMessage]:
         errors = super().check()

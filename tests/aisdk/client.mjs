@@ -70,14 +70,14 @@ if (mode === "parse") {
   }
   console.log(JSON.stringify(out));
 } else if (mode === "chat") {
-  // A fetch with a cookie jar and Django's CSRF header, like a browser on the site's page.
+  // A fetch with a cookie jar, like a browser on the site's page.
+  const nodeFetch = globalThis.fetch;
   const token = "t".repeat(32);
   const cookies = new Map([["csrftoken", token]]);
   const jarFetch = async (url, init = {}) => {
     const headers = new Headers(init.headers);
     headers.set("cookie", [...cookies].map(([k, v]) => `${k}=${v}`).join("; "));
-    headers.set("x-csrftoken", token);
-    const response = await fetch(url, { ...init, headers });
+    const response = await nodeFetch(url, { ...init, headers });
     for (const line of response.headers.getSetCookie()) {
       const [pair] = line.split(";");
       const at = pair.indexOf("=");
@@ -85,7 +85,17 @@ if (mode === "parse") {
     }
     return response;
   };
-  const transport = new DefaultChatTransport({ api: `${arg}stream/?format=ai-sdk`, fetch: jarFetch });
+  // The page's fetch: relative URLs against the server, with the page's cookies.
+  globalThis.fetch = (url, init) => jarFetch(new URL(url, arg).href, init);
+  const getCsrfToken = () => cookies.get("csrftoken");
+
+  // The code of docs/frontends.rst, as a page of the site runs it.
+  // example: transport start
+  const transport = new DefaultChatTransport({
+    api: "/llmstream/stream/?format=ai-sdk",
+    headers: () => ({ "X-CSRFToken": getCsrfToken() }),
+  });
+  // example: transport end
   const chatId = "chat-" + Math.random().toString(36).slice(2);
   const out = {};
 

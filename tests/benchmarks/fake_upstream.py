@@ -96,7 +96,7 @@ class Server:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 lines = head.split(b"\r\n")
-                method, target, _ = lines[0].split(b" ", 2)
+                _method, target, _ = lines[0].split(b" ", 2)
                 length = 0
                 for line in lines[1:]:
                     name, _, value = line.partition(b":")

@@ -18,7 +18,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["StreamResult", "Target", "closed_loop", "open_streams", "one_stream", "percentile"]
+__all__ = ["StreamResult", "Target", "closed_loop", "one_stream", "open_streams", "percentile"]
 
 _DELTA_OVERHEAD = len(b'{"text":""}')
 
@@ -268,5 +268,5 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]

@@ -103,7 +103,9 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited; see {log}:\n{log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"server on port {port} exited; see {log}:\n{log.read_text()[-2000:]}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.1)
@@ -137,7 +139,9 @@ def uvicorn(
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def our_env(base: dict[str, str], upstream_port: int, database_url: str) -> dict[str, str]:
+def our_env(
+    base: dict[str, str], upstream_port: int, database_url: str, tree: Path = ROOT
+) -> dict[str, str]:
     return {
         **base,
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
@@ -147,14 +151,14 @@ def our_env(base: dict[str, str], upstream_port: int, database_url: str) -> dict
         "OPENAI_MODEL": "bench",
         "LLMSTREAM_LIMITS": "off",
         "LLMSTREAM_DEFAULT_PROVIDER": "openai",
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'testproject'}",
+        "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'testproject'}{os.pathsep}{ROOT}",
     }
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate(env: dict[str, str], tree: Path = ROOT) -> None:
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT / "testproject",
+        cwd=tree / "testproject",
         env=env,
         check=True,
     )
@@ -174,9 +178,7 @@ def our_session(port: int) -> dict[str, str]:
     with urllib.request.urlopen(request, timeout=30) as response:
         cookies = response.headers.get_all("Set-Cookie") or []
         response.read()
-    session = next(
-        (c.split(";", 1)[0] for c in cookies if c.startswith("sessionid=")), None
-    )
+    session = next((c.split(";", 1)[0] for c in cookies if c.startswith("sessionid=")), None)
     if session is None:
         raise RuntimeError("the demo site set no session cookie")
     return {"Cookie": f"csrftoken={token}; {session}", "X-CSRFToken": token}
@@ -232,7 +234,9 @@ class Bench:
         wanted = set(self.args.servers)
         plans: list[tuple[str, str, dict[str, str], Path]] = []
         if "starlette" in wanted:
-            plans.append(("starlette", "tests.benchmarks.relays.starlette_app:app", relay_env, ROOT))
+            plans.append(
+                ("starlette", "tests.benchmarks.relays.starlette_app:app", relay_env, ROOT)
+            )
         if "django" in wanted:
             plans.append(("django", "tests.benchmarks.relays.django_app:app", relay_env, ROOT))
         if "ours" in wanted:
@@ -240,11 +244,24 @@ class Bench:
             migrate(env)
             plans.append(("ours", "testproject.asgi:application", env, ROOT / "testproject"))
         database_url = os.environ.get("DATABASE_URL", "")
-        if "ours_pg" in wanted and database_url.startswith(("postgres", "postgresql")):
+        postgres = database_url.startswith(("postgres", "postgresql"))
+        if "ours_pg" in wanted and postgres:
             self.pg_url = database_url
             env = our_env(base, self.upstream_port, database_url)
             migrate(env)
             plans.append(("ours_pg", "testproject.asgi:application", env, ROOT / "testproject"))
+        before: Path | None = self.args.before
+        if before is not None:
+            # Another copy of the project (e.g. before a change), measured in the same run.
+            sqlite = f"sqlite:///{self.workdir / 'before.sqlite3'}"
+            env = our_env(base, self.upstream_port, sqlite, before)
+            migrate(env, before)
+            plans.append(("before", "testproject.asgi:application", env, before / "testproject"))
+            if postgres and "ours_pg" in wanted:
+                env = our_env(base, self.upstream_port, database_url, before)
+                plans.append(
+                    ("before_pg", "testproject.asgi:application", env, before / "testproject")
+                )
         for name, app, env, cwd in plans:
             port = free_port()
             log = self.workdir / f"{name}.log"
@@ -254,7 +271,7 @@ class Bench:
         for server in self.servers.values():
             wait_listening(server.port, server.process, server.log, 60)
             server.target.pid = server.pid
-            if server.name.startswith("ours"):
+            if server.name not in BASELINES:
                 server.target.headers = our_session(server.port)
 
     def stop(self) -> None:
@@ -477,7 +494,7 @@ async def scenario_memory(bench: Bench, quick: bool) -> dict[str, Any]:
         before = rss_kb(server.pid)
         task = asyncio.ensure_future(
             open_streams(
-                server.target, streams=streams, ramp=2.0, cap=tokens + 15, token_size=TOKEN_SIZE
+                server.target, streams=streams, ramp=2.0, cap=tokens + 6, token_size=TOKEN_SIZE
             )
         )
         # Streams are all open after the ramp plus a few tokens.
@@ -497,20 +514,30 @@ async def scenario_memory(bench: Bench, quick: bool) -> dict[str, Any]:
 
 
 async def scenario_database(bench: Bench, quick: bool) -> dict[str, Any]:
-    """PostgreSQL under many streams: commits and row writes per second, connections."""
-    server = bench.servers.get("ours_pg")
-    if server is None or bench.pg_url is None:
+    """PostgreSQL under many streams at 20 tokens/s: commits and rows written per second, and
+    the most connections the worker held (``pg_stat_activity``)."""
+    servers = [s for s in bench.servers.values() if s.name.endswith("_pg")]
+    if not servers or bench.pg_url is None:
         return {"skipped": "set DATABASE_URL to a PostgreSQL database to run it"}
-    import psycopg
-
-    streams = 300 if quick else 1000
+    streams = bench.args.db_streams or (300 if quick else 1000)
     tokens = 40 if quick else 60
     bench.configure(tokens=tokens, delay=0.05)
-    conninfo = bench.pg_url
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    out: dict[str, Any] = {}
+    for server in servers:
+        await asyncio.sleep(1.0)
+        out[server.name] = await _database_once(bench, server, streams, tokens)
+    return out
+
+
+async def _database_once(bench: Bench, server: Server, streams: int, tokens: int) -> dict[str, Any]:
+    import psycopg
+
+    assert bench.pg_url is not None
+    with psycopg.connect(bench.pg_url, autocommit=True) as conn:
         dbname = conn.info.dbname
 
         def stats() -> tuple[int, int, int]:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
             row = conn.execute(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)
             ).fetchone()
@@ -522,9 +549,12 @@ async def scenario_database(bench: Bench, quick: bool) -> dict[str, Any]:
                 "pg_backend_pid()",
                 (dbname,),
             ).fetchone()
-            return int(row[0]) if row else 0, int(tup[0]) if tup else 0, int(conns[0]) if conns else 0
+            return (
+                int(row[0]) if row else 0,
+                int(tup[0]) if tup else 0,
+                int(conns[0]) if conns else 0,
+            )
 
-        conn.execute("SELECT pg_stat_clear_snapshot()")
         commits0, rows0, _ = stats()
         wall0 = time.perf_counter()
         task = asyncio.ensure_future(
@@ -536,28 +566,26 @@ async def scenario_database(bench: Bench, quick: bool) -> dict[str, Any]:
                 token_size=TOKEN_SIZE,
             )
         )
-        max_conns = 0
+        samples: list[int] = []
         while not task.done():
-            await asyncio.sleep(0.5)
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            max_conns = max(max_conns, stats()[2])
+            await asyncio.sleep(0.25)
+            samples.append(stats()[2])
         results = task.result()
         wall = time.perf_counter() - wall0
-        await asyncio.sleep(1.5)  # PostgreSQL publishes table statistics about once a second
-        conn.execute("SELECT pg_stat_clear_snapshot()")
+        await asyncio.sleep(1.5)  # PostgreSQL publishes its statistics about once a second
         commits1, rows1, _ = stats()
     received = sum(r.tokens for r in results)
-    done = sum(1 for r in results if r.done)
     return {
         "streams": streams,
-        "completed": done,
+        "completed": sum(1 for r in results if r.done),
         "tokens": received,
         "seconds": round(wall, 2),
         "commits_per_s": round((commits1 - commits0) / wall, 1),
         "rows_written_per_s": round((rows1 - rows0) / wall, 1),
         "tokens_per_s": round(received / wall, 1),
         "rows_per_token": round((rows1 - rows0) / received, 4) if received else None,
-        "max_db_connections": max_conns,
+        "max_db_connections": max(samples, default=0),
+        "median_db_connections": sorted(samples)[len(samples) // 2] if samples else 0,
     }
 
 
@@ -579,22 +607,25 @@ def _ratio(ours: float | None, base: float | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
+    """The figures (a column per server), then the ratios (a column per pair)."""
     servers = results["servers"]
-    ours = [s for s in servers if s.startswith("ours")]
+    ours = [s for s in servers if s not in BASELINES]
     bases = [s for s in servers if s in BASELINES]
-    rows: list[list[str]] = []
-    header = ["figure", *servers, *(f"{o}/{b}" for o in ours for b in bases)]
+    pairs = [(o, b) for o in ours for b in bases]
+    for o in ours:
+        if o.startswith("before"):
+            continue
+        before = o.replace("ours", "before")
+        if before in servers:
+            pairs.append((o, before))
+    figures: list[tuple[str, dict[str, Any], int]] = []
 
-    def add(label: str, values: dict[str, float | None], digits: int = 1) -> None:
-        row = [label, *(_fmt(values.get(s), digits) for s in servers)]
-        row += [_ratio(values.get(o), values.get(b)) for o in ours for b in bases]
-        rows.append(row)
+    def add(label: str, values: dict[str, Any], digits: int = 1) -> None:
+        figures.append((label, values, digits))
 
     lat = results.get("latency")
     if lat:
-        rows.append(
-            ["latency: direct TTFT p50/p99 ms", f"{lat['direct']['p50_ms']}/{lat['direct']['p99_ms']}"]
-        )
+        add("latency: direct TTFT p50 ms", {"direct": lat["direct"]["p50_ms"]}, 2)
         add("latency: added TTFT p50 ms", {s: lat[s]["added_p50_ms"] for s in servers}, 2)
         add("latency: added TTFT p99 ms", {s: lat[s]["added_p99_ms"] for s in servers}, 2)
     thr = results.get("throughput")
@@ -613,23 +644,38 @@ def table(results: dict[str, Any]) -> str:
     mem = results.get("memory")
     if mem:
         add("memory: KB RSS per open stream", {s: mem[s]["kb_per_stream"] for s in servers})
-    db = results.get("database")
+    db = results.get("database") or {}
     if db and "skipped" not in db:
-        rows.append(
-            [
-                "database (ours_pg)",
-                f"{db['streams']} streams: {db['commits_per_s']} commits/s, "
-                f"{db['rows_written_per_s']} rows/s for {db['tokens_per_s']} tokens/s, "
-                f"max {db['max_db_connections']} connections",
-            ]
-        )
-    elif db:
-        rows.append(["database", db["skipped"]])
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in [header, *rows]) for i in range(len(header))]
+        add("database: streams", {s: v["streams"] for s, v in db.items()}, 0)
+        add("database: completed", {s: v["completed"] for s, v in db.items()}, 0)
+        add("database: commits/s", {s: v["commits_per_s"] for s, v in db.items()})
+        add("database: rows written/s", {s: v["rows_written_per_s"] for s, v in db.items()})
+        add("database: tokens/s", {s: v["tokens_per_s"] for s, v in db.items()})
+        add("database: max connections", {s: v["max_db_connections"] for s, v in db.items()}, 0)
+    columns = ["direct", *servers] if lat else list(servers)
+    header = ["figure", *columns]
+    rows = [[label, *(_fmt(v.get(c), d) for c in columns)] for label, v, d in figures]
+    text = _grid(header, rows)
+    if pairs:
+        header = ["ratio (ours / other)", *(f"{o}/{b}" for o, b in pairs)]
+        rows = [
+            [label, *(_ratio(v.get(o), v.get(b)) for o, b in pairs)]
+            for label, v, _ in figures
+            if any(v.get(o) is not None for o, _ in pairs)
+            and "share" not in label
+            and "spread" not in label
+        ]
+        text += "\n\n" + _grid(header, rows)
+    if db and "skipped" in db:
+        text += f"\n\ndatabase: {db['skipped']}"
+    return text
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
 
 
@@ -645,7 +691,7 @@ SCENARIOS = {
 
 
 def raise_fd_limit() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -683,8 +729,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--clients", type=int, default=50, help="throughput clients")
     parser.add_argument("--max-streams", type=int, default=3200, help="capacity ceiling")
+    parser.add_argument(
+        "--db-streams", type=int, default=0, help="database scenario streams (1000; quick 300)"
+    )
     parser.add_argument("--loop", default="auto", help="uvicorn --loop for every server")
     parser.add_argument("--http", default="auto", help="uvicorn --http for every server")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another copy of the project (with django_llmstream/ and testproject/) to measure "
+        "as 'before' (and 'before_pg') in the same run",
+    )
     parser.add_argument("--label", default="", help="a name for the JSON file")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file to write")
     args = parser.parse_args(argv)

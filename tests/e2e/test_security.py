@@ -192,6 +192,7 @@ def test_hostile_upstream_text_round_trips_exactly(
 ) -> None:
     expected = _clean("".join(HOSTILE_PIECES))
     assert "\ufffd" in expected and "\U0001f600" in expected and "\x00" not in expected
+    configure(MAX_OUTPUT_CHARS=2 * len(expected))  # a 1 MB piece is part of the answer
     upstream.respond(chunks=openai_chunks(HOSTILE_PIECES, usage=USAGE))
     result = client_e2e.read_sse("POST", "/llmstream/stream/", json={"prompt": "be hostile"})
     names = [e.event for e in result.events]

@@ -396,13 +396,12 @@ async def test_garbage_is_a_protocol_error(upstream: FakeUpstream) -> None:
     assert summarize(events).text == "Partial"
 
 
-async def test_an_endless_line_is_refused(
-    upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("django_llmstream.providers.http.MAX_EVENT_BYTES", 1000)
+async def test_an_endless_line_is_refused(upstream: FakeUpstream) -> None:
     upstream.respond(chunks=[b"data: " + b"x" * 600, b"x" * 600])
-    _, error = await collect_until_error(make(upstream.base_url).stream(request()))
+    with llmstream_settings(MAX_UPSTREAM_EVENT_BYTES=1024):
+        _, error = await collect_until_error(make(upstream.base_url).stream(request()))
     assert isinstance(error, UpstreamProtocolError)
+    assert "an event of more than 1024 bytes" in str(error)
 
 
 # -- cancellation and connection reuse ---------------------------------------------------------

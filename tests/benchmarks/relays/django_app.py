@@ -21,12 +21,12 @@ if not settings.configured:
         DATABASES={},
     )
 
-from django.core.asgi import get_asgi_application  # noqa: E402
-from django.http import HttpRequest, StreamingHttpResponse  # noqa: E402
-from django.urls import path  # noqa: E402
-from django.views.decorators.csrf import csrf_exempt  # noqa: E402
+from django.core.asgi import get_asgi_application
+from django.http import HttpRequest, StreamingHttpResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
 
-from tests.benchmarks.relays.common import texts  # noqa: E402
+from tests.benchmarks.relays.common import texts
 
 
 @csrf_exempt
