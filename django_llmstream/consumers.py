@@ -1,4 +1,4 @@
-"""A Django Channels consumer: the turns of PROTOCOL.md over one WebSocket.
+"""A Django Channels consumer: the turns of the protocol over one WebSocket.
 
 Needs Channels (``pip install "django-llmstream[channels]"``). Route it inside Channels'
 ``AuthMiddlewareStack`` (the session and the user come from the handshake's cookies, as for

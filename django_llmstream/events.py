@@ -2,7 +2,7 @@
 
 Each provider speaks its own wire format; backends translate it into these few frozen
 dataclasses so that the generation, the broker, the writer and the SSE views never need to
-know which provider produced a turn. They mirror the SSE events of PROTOCOL.md.
+know which provider produced a turn. They mirror the SSE events of the protocol.
 """
 
 from __future__ import annotations

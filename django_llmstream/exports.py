@@ -266,9 +266,7 @@ def _write_csv(conversations: Iterable[Conversation], out: TextIO, include: bool
             )
         for message in conversation.messages.all():
             calls = (
-                message.tool_call_list()
-                if include
-                else redact_tool_calls(message.tool_call_list())
+                message.tool_call_list() if include else redact_tool_calls(message.tool_call_list())
             )
             writer.writerow(
                 [

@@ -1,6 +1,6 @@
 """Conversations and their messages: the transcript of every turn, with usage and timings.
 
-Field names are part of the public contract (PROTOCOL.md): people query them and the admin
+Field names are part of the public contract (docs/protocol.rst): people query them and the admin
 shows them.
 """
 

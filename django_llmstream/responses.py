@@ -1,4 +1,4 @@
-"""HTTP responses: the SSE event stream and the JSON errors of PROTOCOL.md.
+"""HTTP responses: the SSE event stream and the JSON errors of the protocol.
 
 Encoding (:func:`django_llmstream.sse.encode`) is kept apart from the response class; the
 response only frames a turn's events, fills silences with heartbeats and reports a client that

@@ -261,7 +261,7 @@ def encode(
         return text.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates (they can come from json.loads of "\ud800", or from user input
-        # decoded with surrogateescape) become U+FFFD, as PROTOCOL.md requires. A UTF-16
+        # decoded with surrogateescape) become U+FFFD, as the protocol requires. A UTF-16
         # round trip keeps any properly paired surrogates as the character they spell,
         # as a browser's TextEncoder does.
         fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")

@@ -302,7 +302,7 @@ def script_provider(
 def parse_sse(data: bytes, *, check: bool = True) -> list[TurnEvent]:
     """The events of an event stream body (JSON format) as :class:`TurnEvent` objects.
 
-    With ``check`` (the default) it also asserts the framing of PROTOCOL.md: the stream opens
+    With ``check`` (the default) it also asserts the framing of the protocol: the stream opens
     with ``retry:``; every event has an ``id``, strictly increasing; ``data`` is one line of
     compact JSON; ``start`` comes first; and a terminal event (``done`` or ``error``), if
     any, is the last event and the only one.
@@ -332,7 +332,7 @@ def parse_sse(data: bytes, *, check: bool = True) -> list[TurnEvent]:
 
 
 def assert_sse_response(response: HttpResponseBase, status: int = 200) -> None:
-    """Assert that ``response`` is an event stream as PROTOCOL.md says: the status, the
+    """Assert that ``response`` is an event stream as the protocol says: the status, the
     ``Content-Type``, ``Cache-Control: no-cache``, ``X-Accel-Buffering: no``, and no
     ``Connection``, ``ETag`` or ``Last-Modified`` header. The body is left unread."""
     assert response.status_code == status, (
@@ -484,7 +484,7 @@ def run_turn(
     """Run one turn through Django's test ``client`` and read its whole event stream.
 
     ``prompt`` and ``body`` (``conversation``, ``provider``, ``model``, ``system``,
-    ``params``) are the request body of PROTOCOL.md. It posts to ``stream/`` (the one-step
+    ``params``) are the request body of the protocol. It posts to ``stream/`` (the one-step
     endpoint; the only one a sync client, which goes through WSGI, can use). With
     ``check``, the stream is checked as :func:`parse_sse` and :func:`assert_sse_response` do.
     """

@@ -1,4 +1,4 @@
-"""URLs of PROTOCOL.md; mount with ``path("llmstream/", include("django_llmstream.urls"))``."""
+"""URLs of the protocol; mount with ``path("llmstream/", include("django_llmstream.urls"))``."""
 
 from __future__ import annotations
 

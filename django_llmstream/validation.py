@@ -1,6 +1,6 @@
 """Request validation: everything is checked before anything is written.
 
-Errors are :class:`RequestValidationError` with the ``field`` PROTOCOL.md names (``prompt``,
+Errors are :class:`RequestValidationError` with the ``field`` the protocol names (``prompt``,
 ``provider``, ``model``, ``conversation``, ``system``, ``params.<name>``).
 """
 

@@ -1,4 +1,4 @@
-"""The HTTP endpoints of PROTOCOL.md as small async class-based views.
+"""The HTTP endpoints of the protocol as small async class-based views.
 
 Subclass and override the hooks to adapt them: :meth:`LLMStreamView.get_owner` and
 :meth:`LLMStreamView.get_queryset` (who owns what), :meth:`LLMStreamView.authenticate` and
@@ -111,7 +111,7 @@ class LLMStreamView(View):
     """Base of every endpoint: JSON errors, Django's CSRF check, ownership.
 
     The views are ``csrf_exempt`` for the middleware and run Django's own CSRF check
-    themselves, so that a failure is answered with PROTOCOL.md's JSON error, not an HTML page.
+    themselves, so that a failure is answered with the protocol's JSON error, not an HTML page.
     """
 
     owner: Owner
@@ -184,7 +184,7 @@ class LLMStreamView(View):
         message: str,
         field: str | None = None,
     ) -> HttpResponse:
-        """The error response: PROTOCOL.md's JSON (``TurnCreateView`` also speaks HTML)."""
+        """The error response: the protocol's JSON (``TurnCreateView`` also speaks HTML)."""
         return error_response(status, error_type, message, field)
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:

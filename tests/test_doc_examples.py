@@ -175,6 +175,25 @@ def test_pages_use_nothing_furo_shows_as_an_error() -> None:
             )
 
 
+def test_installation_page_matches_pyproject() -> None:
+    """The versions and extras installation.rst names are the package's."""
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        project = tomllib.load(file)["project"]
+    page = (DOCS / "installation.rst").read_text(encoding="utf-8")
+    pythons = [
+        c.rsplit(" :: ", 1)[1]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    stated = re.search(r"\*\*Python\*\* ([\d., or]+)\.", page)
+    assert stated and re.findall(r"3\.\d+", stated[1]) == pythons, (stated, pythons)
+    django = next(d for d in project["dependencies"] if d.startswith("django>="))
+    assert f"**Django** {django.removeprefix('django>=')} or newer" in page
+    documented = set(re.findall(r"^   \* - ``(\w+)``$", page, re.M))
+    public = _pyproject_extras() - {"test", "dev", "demo", "bench"}
+    assert documented == public, f"extras: documented {documented}, in pyproject {public}"
+
+
 def test_readme_points_at_the_docs() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\((docs/[^)#]+)", readme)

@@ -3,7 +3,7 @@
 export declare const VERSION: string;
 export declare const EVENT_TYPES: readonly ["start", "delta", "reasoning", "tool_call", "done", "error"];
 
-/** The request body of POST turns/ and POST stream/ (PROTOCOL.md). */
+/** The request body of POST turns/ and POST stream/ (docs/protocol.rst). */
 export interface TurnRequest {
   prompt: string;
   conversation?: string | null;

@@ -10,7 +10,7 @@
 
 export const VERSION = "0.1.0";
 
-/** The event types of PROTOCOL.md's event stream; `done` and `error` end a turn. */
+/** The event types of the protocol's event stream; `done` and `error` end a turn. */
 export const EVENT_TYPES = Object.freeze(["start", "delta", "reasoning", "tool_call", "done", "error"]);
 const TERMINAL = new Set(["done", "error"]);
 
@@ -664,7 +664,7 @@ export class Client {
   }
 
   /**
-   * Start a turn with `POST turns/` and watch it with EventSource. `body` is PROTOCOL.md's
+   * Start a turn with `POST turns/` and watch it with EventSource. `body` is the protocol's
    * request body (`prompt`, `conversation`, `provider`, `model`, `system`, `params`).
    * Returns the Turn at once; a refused request ends it with an "error" whose `refused` is true.
    */
