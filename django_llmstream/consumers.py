@@ -217,7 +217,7 @@ class LLMStreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channe
         message = await view.get_turn(_turn_id(body))
         await view.check_permission(view.request, "view", message.conversation)
         raw = body.get("last_event_id", 0)
-        if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18:
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
             raw = int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
             raise RequestValidationError(

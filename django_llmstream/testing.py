@@ -311,7 +311,8 @@ def parse_sse(data: bytes, *, check: bool = True) -> list[TurnEvent]:
     raw = parser.feed(data)
     parser.close()
     events = [
-        TurnEvent(int(e.id) if e.id and e.id.isdigit() else 0, e.event, e.json()) for e in raw
+        TurnEvent(int(e.id) if e.id.isascii() and e.id.isdigit() else 0, e.event, e.json())
+        for e in raw
     ]
     if check:
         assert data.startswith(b"retry:"), f"the stream must open with retry:, not {data[:20]!r}"

@@ -238,7 +238,8 @@ def parse_last_event_id(request: HttpRequest) -> int:
     raw = raw.strip()
     if not raw:
         return 0
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii(): str.isdigit() is also true for "²" and other digits int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise RequestValidationError(
             "Last-Event-ID must be an event id this server sent.", field="last_event_id"
         )

@@ -834,7 +834,7 @@ class ConversationListView(LLMStreamView):
         await self.check_permission(request, "list", None)
         size = int(app_settings.PAGE_SIZE)
         raw_page = request.GET.get("page", "1")
-        if not raw_page.isdigit() or int(raw_page) < 1:
+        if not (raw_page.isascii() and raw_page.isdigit()) or int(raw_page) < 1:
             raise RequestValidationError("page must be a positive whole number.", field="page")
         page = int(raw_page)
         offset = (page - 1) * size

@@ -296,3 +296,12 @@ def test_wsgi_requests_are_told_to_use_asgi() -> None:
     result = run_turn(Client(), "hi")
     assert result.done is not None and result.text
     assert Message.objects.get(pk=result.turn).content == result.text
+
+
+async def test_regression_non_ascii_digits_are_refused_not_500() -> None:
+    # str.isdigit() is true for "²", which int() refuses: a 500 before the fix.
+    client = AsyncClient()
+    body = await _start(client)
+    assert_error(await client.get("/llmstream/conversations/?page=²"), 400, "page")
+    response = await client.get(body["events_url"], headers={"Last-Event-ID": "²"})
+    assert_error(response, 400, "last_event_id")
