@@ -238,6 +238,15 @@ def status_error(status: int, message: str, retry_after: float | None) -> Upstre
     return kind(message, status_code=status, retryable=retryable, retry_after=retry_after)
 
 
+def base_url_password(base_url: str | None) -> str | None:
+    """The password of a ``BASE_URL`` such as ``https://user:secret@host/v1``: a secret too."""
+    if not base_url:
+        return None
+    with contextlib.suppress(httpx.InvalidURL, TypeError, ValueError):
+        return httpx.URL(base_url).password or None
+    return None
+
+
 def is_openai_host(base_url: str | None) -> bool:
     """Whether ``base_url`` is OpenAI's own API (which needs a key), not a compatible server."""
     try:
@@ -385,12 +394,23 @@ class HTTPProvider(BaseProvider):
         found = super().secrets()
         for values in (self.extra_headers, self.query_params):
             found += [v for k, v in values.items() if v and _SECRET_NAME.search(k)]
-        if self.base_url:
-            with contextlib.suppress(httpx.InvalidURL, TypeError, ValueError):
-                password = httpx.URL(self.base_url).password
-                if password:
-                    found.append(password)
-        return found
+        password = base_url_password(self.base_url)
+        return [*found, password] if password else found
+
+    def missing_openai_key(self, where: str, elsewhere: str) -> list[checks.CheckMessage]:
+        """E006 when ``BASE_URL`` is OpenAI's own API and neither ``API_KEY`` nor an
+        ``Authorization`` header is set (compatible servers may need no key)."""
+        has_auth_header = any(k.lower() == "authorization" for k in self.extra_headers)
+        if not is_openai_host(self.base_url) or self._api_key or has_auth_header:
+            return []
+        return [
+            checks.Error(
+                f"{where} uses api.openai.com but has no API_KEY.",
+                hint=f'Set {where}["API_KEY"] (e.g. from OPENAI_API_KEY), or set BASE_URL '
+                f"to {elsewhere} that needs no key.",
+                id="llmstream.E006",
+            )
+        ]
 
     # -- subclass hooks ----------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from django_llmstream.providers.base import (
 from django_llmstream.providers.http import (
     MAX_MESSAGE_CHARS,
     RETRYABLE_STATUSES,
+    base_url_password,
     parse_retry_after,
     retry_delay,
     status_error,
@@ -294,12 +295,8 @@ class LiteLLMProvider(BaseProvider):
     def secrets(self) -> list[str]:
         found = super().secrets()
         found += list(_secret_values(self.litellm_params))
-        if self.base_url:
-            with contextlib.suppress(httpx.InvalidURL, TypeError, ValueError):
-                password = httpx.URL(self.base_url).password
-                if password:
-                    found.append(password)
-        return found
+        password = base_url_password(self.base_url)
+        return [*found, password] if password else found
 
     def _message(self, text: str) -> str:
         """Scrub first, then cut (cutting first could leave half a key unscrubbed)."""

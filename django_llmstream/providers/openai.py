@@ -34,7 +34,7 @@ from django_llmstream.providers.base import (
     ChatRequest,
     without_unanswered_tool_calls,
 )
-from django_llmstream.providers.http import HTTPProvider, StreamState, is_openai_host
+from django_llmstream.providers.http import HTTPProvider, StreamState
 
 __all__ = ["FINISH_REASON_MAP", "OpenAIProvider"]
 
@@ -63,11 +63,6 @@ class OpenAIProvider(HTTPProvider):
     # -- configuration -----------------------------------------------------------------
 
     @property
-    def is_openai_api(self) -> bool:
-        """Whether ``BASE_URL`` is OpenAI's own API (which needs a key)."""
-        return is_openai_host(self.base_url)
-
-    @property
     def max_tokens_param(self) -> str:
         return str(self.options.get("MAX_TOKENS_PARAM") or "max_tokens")
 
@@ -78,16 +73,7 @@ class OpenAIProvider(HTTPProvider):
     def check(self) -> list[checks.CheckMessage]:
         errors = super().check()
         where = f'LLMSTREAM["PROVIDERS"]["{self.alias}"]'
-        has_auth_header = any(k.lower() == "authorization" for k in self.extra_headers)
-        if self.is_openai_api and not self._api_key and not has_auth_header:
-            errors.append(
-                checks.Error(
-                    f"{where} uses api.openai.com but has no API_KEY.",
-                    hint=f'Set {where}["API_KEY"] (e.g. from OPENAI_API_KEY), or set BASE_URL '
-                    "to an OpenAI-compatible server that needs no key.",
-                    id="llmstream.E006",
-                )
-            )
+        errors += self.missing_openai_key(where, "an OpenAI-compatible server")
         param = self.options.get("MAX_TOKENS_PARAM")
         if param is not None and not (isinstance(param, str) and param):
             errors.append(

@@ -44,7 +44,7 @@ from django_llmstream.providers.base import (
     answered_tool_call_ids,
     tool_call_fields,
 )
-from django_llmstream.providers.http import HTTPProvider, StreamState, is_openai_host
+from django_llmstream.providers.http import HTTPProvider, StreamState
 
 __all__ = ["INCOMPLETE_REASON_MAP", "OpenAIResponsesProvider"]
 
@@ -78,24 +78,10 @@ class OpenAIResponsesProvider(HTTPProvider):
 
     # -- configuration -----------------------------------------------------------------
 
-    @property
-    def is_openai_api(self) -> bool:
-        """Whether ``BASE_URL`` is OpenAI's own API (which needs a key)."""
-        return is_openai_host(self.base_url)
-
     def check(self) -> list[checks.CheckMessage]:
         errors = super().check()
         where = f'LLMSTREAM["PROVIDERS"]["{self.alias}"]'
-        has_auth_header = any(k.lower() == "authorization" for k in self.extra_headers)
-        if self.is_openai_api and not self._api_key and not has_auth_header:
-            errors.append(
-                checks.Error(
-                    f"{where} uses api.openai.com but has no API_KEY.",
-                    hint=f'Set {where}["API_KEY"] (e.g. from OPENAI_API_KEY), or set BASE_URL '
-                    "to a server of the Responses API that needs no key.",
-                    id="llmstream.E006",
-                )
-            )
+        errors += self.missing_openai_key(where, "a server of the Responses API")
         store = self.options.get("STORE")
         if store is not None and not isinstance(store, bool):
             errors.append(
