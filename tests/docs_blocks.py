@@ -1,9 +1,10 @@
 """The code examples of the documentation, as the tests that check them see them.
 
 :func:`page_blocks` reads the ``code-block`` and ``literalinclude`` directives of a page of
-``docs/`` (with a literalinclude's text cut as Sphinx cuts it); :func:`docstring_blocks` the
-``::`` literal blocks of the docstrings that autodoc renders. ``tests/test_doc_examples.py``
-and ``tests/test_tutorial.py`` use them, so that the docs and the tests cannot drift apart.
+``docs/`` or of one of its folders (with a literalinclude's text cut as Sphinx cuts it);
+:func:`docstring_blocks` the ``::`` literal blocks of the docstrings that autodoc renders.
+``tests/test_doc_examples.py`` and ``tests/test_tutorial.py`` use them, so that the docs and
+the tests cannot drift apart.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _INCLUDE_OPTIONS = {"language", "caption", "start-after", "end-before", "dedent"
 class Block:
     """One code example: where it is, its language, and its text as the reader sees it."""
 
-    page: str  # "quickstart.rst", or "docstring:django_llmstream.asgi"
+    page: str  # "quickstart.rst", "providers/openai.rst", or "docstring:django_llmstream.asgi"
     line: int  # 1-based line of the directive (0 for docstrings)
     kind: str  # "code-block", "literalinclude" or "docstring"
     language: str
@@ -72,7 +73,16 @@ class Block:
 
 
 def pages() -> list[Path]:
-    return sorted(DOCS.glob("*.rst"))
+    """Every page Sphinx builds: the ``.rst`` files of ``docs/`` and of its folders
+    (``docs/providers/`` …), but not of the build output that conf.py excludes."""
+    return sorted(
+        path for path in DOCS.rglob("*.rst") if "_build" not in path.relative_to(DOCS).parts
+    )
+
+
+def page_name(page: Path) -> str:
+    """A page's path under ``docs/``: ``quickstart.rst``, ``providers/openai.rst``."""
+    return page.relative_to(DOCS).as_posix() if page.is_relative_to(DOCS) else page.name
 
 
 def _include_text(path: Path, options: dict[str, str], where: str) -> str:
@@ -125,13 +135,13 @@ def page_blocks(page: Path) -> list[Block]:
         ):
             body.append(lines[number])
             number += 1
-        where = f"{page.name}:{start + 1}"
+        where = f"{page_name(page)}:{start + 1}"
         if match["name"] == "literalinclude":
             path = (page.parent / argument).resolve()
             assert path.is_file(), f"{where}: {argument} does not exist"
             blocks.append(
                 Block(
-                    page=page.name,
+                    page=page_name(page),
                     line=start + 1,
                     kind="literalinclude",
                     language=options.get("language", ""),
@@ -144,7 +154,7 @@ def page_blocks(page: Path) -> list[Block]:
             text = textwrap.dedent("\n".join(body)).strip("\n") + "\n"
             blocks.append(
                 Block(
-                    page=page.name,
+                    page=page_name(page),
                     line=start + 1,
                     kind="code-block",
                     language=argument or "none",

@@ -1,6 +1,6 @@
 """Every code example of the documentation is run, or checked against the code.
 
-``test_every_example_is_checked`` sorts each example of ``docs/*.rst`` (and each ``::`` block
+``test_every_example_is_checked`` sorts each example of ``docs/**/*.rst`` (and each ``::`` block
 of the docstrings autodoc renders) into one of the checks below, and fails on an example no
 check takes: a new example needs a check. The checks:
 
@@ -59,7 +59,15 @@ from django_llmstream.events import FINISH_REASONS, ReasoningDelta, ToolCallDelt
 from django_llmstream.exceptions import ERROR_TYPES, is_retryable
 from django_llmstream.sse import SSEParser
 from django_llmstream.testing import Fail, Pause, arun_turn, script_provider
-from tests.docs_blocks import DOCS, ROOT, Block, all_page_blocks, docstring_blocks
+from tests.docs_blocks import (
+    DOCS,
+    ROOT,
+    Block,
+    all_page_blocks,
+    docstring_blocks,
+    page_name,
+    pages,
+)
 
 NODE = shutil.which("node")
 BLOCKS = all_page_blocks() + docstring_blocks()
@@ -164,13 +172,51 @@ def test_every_example_is_checked() -> None:
         assert test in tests, f"SPECIFIC names a test that does not exist: {test}"
 
 
+def test_every_page_of_the_site_is_read() -> None:
+    """Each document a toctree lists, in a folder too (``providers/index``), is a page whose
+    examples the checks read: a page the extractor missed would go unchecked."""
+    read = set(pages())
+    assert DOCS / "index.rst" in read and DOCS / "providers" / "index.rst" in read, read
+    listed = 0
+    for page in read:
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"^\.\. toctree::.*\n((?:   .*\n|\n)*)", text, re.M):
+            for line in match[1].splitlines():
+                entry = line.strip()
+                if not entry or entry.startswith(":"):
+                    continue
+                entry = re.sub(r"^.*<(.+)>$", r"\1", entry)  # "Title <document>"
+                base = DOCS if entry.startswith("/") else page.parent
+                document = base / f"{entry.lstrip('/')}.rst"
+                assert document in read, f"{page_name(page)}: {entry} is not a page the tests read"
+                listed += 1
+    assert listed > len(read) / 2, f"found only {listed} toctree entries: has the format changed?"
+
+
+def test_each_provider_page_has_working_settings() -> None:
+    """docs/providers/<backend>.rst shows a settings example for its backend, which
+    ``test_settings_examples`` runs through the system checks."""
+    provider_pages = sorted((DOCS / "providers").glob("*.rst"))
+    assert len(provider_pages) >= 7, provider_pages
+    for page in provider_pages:
+        if page.name == "index.rst":
+            continue
+        backend = f'"BACKEND": "django_llmstream.providers.{page.stem}.'
+        settings_examples = [
+            b for b in BLOCKS if b.page == page_name(page) and classify(b) == "settings"
+        ]
+        assert any(backend in b.text for b in settings_examples), (
+            f"{page_name(page)}: no settings example with {backend}"
+        )
+
+
 def test_pages_use_nothing_furo_shows_as_an_error() -> None:
     """furo draws a red error box (from its CSS, so no Sphinx warning) over ``contents``."""
-    for page in sorted(DOCS.glob("*.rst")):
+    for page in pages():
         text = page.read_text(encoding="utf-8")
         for match in re.finditer(r"^\.\. contents::.*\n((?:   .*\n)*)", text, re.M):
             assert "this-will-duplicate-information-and-it-is-still-useful-here" in match[1], (
-                f"{page.name}: furo shows an error for a table of contents (its own sidebar "
+                f"{page_name(page)}: furo shows an error for a table of contents (its own sidebar "
                 "has one already)"
             )
 
