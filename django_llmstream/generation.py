@@ -98,6 +98,13 @@ class Generation:
         self.task: asyncio.Task[None] | None = None
         self._consume_task: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
+        # Deltas that arrived in the same turn of the event loop (one upstream read) go out
+        # as one event: what is pending, of one kind ("d", "r" or "t<index>").
+        self._pending_kind: str | None = None
+        self._pending_parts: list[str] = []
+        self._pending_head: dict[str, Any] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._publish_error: Exception | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -232,6 +239,8 @@ class Generation:
                 await aclose()
 
     async def _dispatch(self, event: Event) -> None:
+        if self._publish_error is not None:
+            raise self._publish_error
         if isinstance(event, TextDelta):
             await self._on_text(event.text)
         elif isinstance(event, ReasoningDelta):
@@ -273,31 +282,87 @@ class Generation:
     async def _publish(
         self, event: str, data: dict[str, Any], kind: str, length: int | None
     ) -> None:
+        """Publish ``event`` after what is pending, and wait until the broker has it."""
+        self._flush_pending()
+        self._queue(event, data, kind, length)
+        await self.broker.flush(self.turn_id)
+
+    def _queue(self, event: str, data: dict[str, Any], kind: str, length: int | None) -> None:
         self.seq += 1
         self.log.add(self.seq, kind, length)
-        await self.broker.publish(self.turn_id, TurnEvent(self.seq, event, data))
+        self.broker.publish_nowait(self.turn_id, TurnEvent(self.seq, event, data))
+
+    def _add_pending(self, kind: str, text: str, head: dict[str, Any] | None = None) -> None:
+        """Hold ``text`` until the event loop's next turn: pieces of one kind that arrive
+        together (a read of several upstream events) become one event. A read of one event
+        is published as soon as the stream waits for the next, with no timer in between."""
+        if kind != self._pending_kind or head is not None:
+            self._flush_pending()
+            self._pending_kind = kind
+            self._pending_head = head or {}
+        self._pending_parts.append(text)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        try:
+            self._flush_pending()
+        except Exception as exc:  # a broker that failed: the stream stops at its next event
+            self._publish_error = exc
+
+    def _flush_pending(self) -> None:
+        """Publish what is pending (without waiting), and keep it for the transcript."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        kind = self._pending_kind
+        if kind is None:
+            return
+        text = "".join(self._pending_parts)
+        self._pending_kind = None
+        self._pending_parts = []
+        if kind == "d":
+            self._text.append(text)
+            self._queue("delta", {"text": text}, kind, len(text))
+        elif kind == "r":
+            self._reasoning.append(text)
+            self._queue("reasoning", {"text": text}, kind, len(text))
+        else:
+            head = self._pending_head
+            self._tool_calls[head["index"]]["arguments"] += text
+            self._queue(
+                "tool_call",
+                {
+                    "index": head["index"],
+                    "id": head.get("id"),
+                    "name": head.get("name"),
+                    "arguments": text,
+                },
+                kind,
+                len(text),
+            )
+        # The transcript and the stream log change together: a snapshot never has text
+        # that no event of the log covers.
+        self.writer.mark_dirty(self)
 
     async def _on_text(self, raw: str) -> None:
         text = self._text_cleaner.feed(raw)
         if text:
             if self.ttft_ms is None:
                 self.ttft_ms = self._elapsed_ms()
-            self._text.append(text)
-            await self._publish("delta", {"text": text}, "d", len(text))
-            self.writer.mark_dirty(self)
+            self._add_pending("d", text)
 
     async def _on_reasoning(self, raw: str) -> None:
         text = self._reasoning_cleaner.feed(raw)
         if text:
             if self.ttft_ms is None:
                 self.ttft_ms = self._elapsed_ms()
-            self._reasoning.append(text)
-            await self._publish("reasoning", {"text": text}, "r", len(text))
-            self.writer.mark_dirty(self)
+            self._add_pending("r", text)
 
     async def _on_tool_call(self, delta: ToolCallDelta) -> None:
         call = self._tool_calls.get(delta.index)
-        first = call is None
+        head: dict[str, Any] | None = None
         if call is None:
             call = self._tool_calls[delta.index] = {
                 "index": delta.index,
@@ -305,22 +370,13 @@ class Generation:
                 "name": delta.name,
                 "arguments": "",
             }
+            head = {"index": delta.index, "id": call["id"], "name": call["name"]}
         else:
             call["id"] = call["id"] or delta.id
             call["name"] = call["name"] or delta.name
-        call["arguments"] += delta.arguments
-        await self._publish(
-            "tool_call",
-            {
-                "index": delta.index,
-                "id": call["id"] if first else None,
-                "name": call["name"] if first else None,
-                "arguments": delta.arguments,
-            },
-            f"t{delta.index}",
-            len(delta.arguments),
-        )
-        self.writer.mark_dirty(self)
+            if self._pending_kind != f"t{delta.index}":
+                head = {"index": delta.index, "id": None, "name": None}
+        self._add_pending(f"t{delta.index}", delta.arguments, head)
 
     # -- persistence -------------------------------------------------------------------
 
@@ -382,20 +438,14 @@ class Generation:
 
     async def _end(self, error: LLMStreamError | None, interrupted: bool) -> None:
         # Text held back by a cleaner (a trailing high surrogate) is flushed as U+FFFD.
-        for cleaner, parts in (
-            (self._text_cleaner, self._text),
-            (self._reasoning_cleaner, self._reasoning),
-        ):
+        for kind, cleaner in (("d", self._text_cleaner), ("r", self._reasoning_cleaner)):
             rest = cleaner.flush()
             if rest:
-                parts.append(rest)
-                kind = "d" if parts is self._text else "r"
-                self.log.add(self.seq + 1, kind, len(rest))
-                self.seq += 1
-                await self.broker.publish(
-                    self.turn_id,
-                    TurnEvent(self.seq, "delta" if kind == "d" else "reasoning", {"text": rest}),
-                )
+                self._add_pending(kind, rest)
+        try:
+            self._flush_pending()
+        except Exception:
+            logger.exception("Could not publish the last events of turn %s", self.turn_id)
         duration_ms = self._elapsed_ms()
         usage = self.usage
         cost: Decimal | None = None
@@ -457,6 +507,10 @@ class Generation:
             )
             event = "done"
         self.seq = terminal_id
+        try:
+            await self.broker.flush(self.turn_id)
+        except Exception:
+            logger.exception("Could not publish the events of turn %s", self.turn_id)
         await self.broker.publish(self.turn_id, TurnEvent(terminal_id, event, data))
         await self._send_end_signal(usage, cost, duration_ms, error_type, error_message)
         logger.info(

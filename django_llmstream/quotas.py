@@ -73,6 +73,12 @@ def limits() -> dict[str, Any]:
     return merged
 
 
+def any_limit() -> bool:
+    """Whether ``LIMITS`` sets any limit (the views skip building querysets when none)."""
+    config = limits()
+    return any(config[name] is not None for name in _COUNTS)
+
+
 def running_turns(
     conversations: QuerySet[Conversation], now: datetime | None = None
 ) -> QuerySet[Message]:

@@ -47,7 +47,7 @@ from django_llmstream.providers import (
     get_provider,
     provider_aliases,
 )
-from django_llmstream.quotas import check_limits
+from django_llmstream.quotas import any_limit, check_limits
 from django_llmstream.recovery import lease_deadline
 from django_llmstream.replay import replay_events, terminal_event_id
 from django_llmstream.responses import (
@@ -465,7 +465,8 @@ class TurnStartMixin(LLMStreamView):
         ``LIMITS`` (raise :class:`~django_llmstream.quotas.QuotaExceeded`). Runs after
         validation, before anything is written. Override to add quotas of your own (and call
         ``super()``); the caller's conversations are ``self.get_queryset()``."""
-        await check_limits(conversations=self.get_queryset(), owner_key=self.quota_key())
+        if any_limit():  # the queryset alone costs a few hundred µs per turn
+            await check_limits(conversations=self.get_queryset(), owner_key=self.quota_key())
 
     def quota_key(self) -> str:
         """Who is counted for ``REQUESTS_PER_MINUTE``: the user, or the visitor's session."""
@@ -529,6 +530,7 @@ class TurnStartMixin(LLMStreamView):
         owner: Owner,
     ) -> tuple[Conversation, Message, list[Message]]:
         with transaction.atomic():
+            new = conversation is None
             if conversation is None:
                 title = " ".join(turn.prompt.split())[:80]
                 conversation = Conversation.objects.create(
@@ -543,12 +545,17 @@ class TurnStartMixin(LLMStreamView):
                 conversation.provider = alias
                 conversation.model = model
                 conversation.save(update_fields=["provider", "model", "updated_at"])
-            Message.objects.create(
+            prompt = Message.objects.create(
                 conversation=conversation, role=Message.Role.USER, content=turn.prompt
             )
-            history = list(
-                conversation.messages.filter(role__in=["user", "assistant", "tool"]).order_by(
-                    "created_at", "pk"
+            # A new conversation's history is its prompt: no query needed.
+            history = (
+                [prompt]
+                if new
+                else list(
+                    conversation.messages.filter(role__in=["user", "assistant", "tool"]).order_by(
+                        "created_at", "pk"
+                    )
                 )
             )
             assistant = Message.objects.create(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import logging
 import threading
 import weakref
@@ -109,6 +110,9 @@ class TranscriptWriter:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.flushes = 0  # number of batched writes, for tests and benchmarks
+        # Final rows waiting for the write under way to end, then written together.
+        self._finals: dict[str, tuple[dict[str, Any], asyncio.Future[None]]] = {}
+        self._finals_task: asyncio.Task[None] | None = None
 
     def mark_dirty(self, turn: Snapshotable) -> None:
         """Called on every event of a running turn: cheap, no I/O."""
@@ -140,9 +144,42 @@ class TranscriptWriter:
             logger.exception("Could not save %d streaming turn(s); will retry", len(batch))
 
     async def finalize(self, turn_id: str, fields: Mapping[str, Any]) -> None:
-        """Write a turn's final row now and wait until it is committed."""
+        """Write a turn's final row now and wait until it is committed.
+
+        Turns that end while another final write is under way are written together, in one
+        statement (:func:`_write_batch`): under load a worker ends many turns a second."""
         self._dirty.pop(turn_id, None)
-        await run_db(lambda: _write_batch({turn_id: dict(fields)}))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finals[turn_id] = (dict(fields), future)
+        if self._finals_task is None:
+            self._finals_task = asyncio.get_running_loop().create_task(
+                self._write_finals(), context=contextvars.Context()
+            )
+        await future
+
+    async def _write_finals(self) -> None:
+        try:
+            while self._finals:
+                finals, self._finals = self._finals, {}
+                batch = {turn_id: fields for turn_id, (fields, _) in finals.items()}
+                try:
+                    await run_db(functools.partial(_write_batch, batch))
+                except BaseException as exc:
+                    for _, future in finals.values():
+                        if future.done():
+                            continue
+                        if isinstance(exc, Exception):
+                            future.set_exception(exc)
+                        else:
+                            future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for _, future in finals.values():
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._finals_task = None
 
     async def write_now(self, turn_id: str, fields: Mapping[str, Any]) -> None:
         """Write some fields of a turn at once (e.g. its status when streaming begins)."""

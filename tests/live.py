@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,19 @@ class SSEResult:
     def terminal(self) -> ServerSentEvent:
         assert self.events and self.events[-1].event in {"done", "error"}, self.events[-3:]
         return self.events[-1]
+
+
+def text_reaches(expected: str) -> Callable[[ServerSentEvent], bool]:
+    """A ``stop_when`` for :meth:`Client.read_sse`: true once the deltas so far spell
+    ``expected`` (pieces read together arrive as one delta, so count text, not events)."""
+    received: list[str] = []
+
+    def reached(event: ServerSentEvent) -> bool:
+        if event.event == "delta":
+            received.append(event.json()["text"])
+        return "".join(received) == expected
+
+    return reached
 
 
 class Client:

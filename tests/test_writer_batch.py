@@ -74,3 +74,39 @@ def test_rows_with_other_fields_are_written_alongside() -> None:
         .order_by("content")
         .values_list("content", "status", "finish_reason")
     ) == [("a", "streaming", ""), ("b", "streaming", ""), ("c", "completed", "stop")]
+
+
+async def test_turns_that_end_during_a_final_write_are_written_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from django_llmstream import writer as writer_module
+
+    batches: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def fake_run_db(fn: object) -> None:
+        batch = fn.args[0]  # type: ignore[attr-defined]
+        batches.append(sorted(batch))
+        await release.wait()
+        if "bad" in batch:
+            raise writer_module.DatabaseError("disk full")
+
+    monkeypatch.setattr(writer_module, "run_db", fake_run_db)
+    writer = writer_module.TranscriptWriter()
+    first = asyncio.ensure_future(writer.finalize("a", {"status": "completed"}))
+    await asyncio.sleep(0)  # "a" is being written
+    later = [
+        asyncio.ensure_future(writer.finalize(turn, {"status": "completed"}))
+        for turn in ("b", "c", "bad")
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    results = await asyncio.gather(*later, return_exceptions=True)
+    # "a" alone, then everything that ended meanwhile in one write (which failed: each of its
+    # turns hears of it).
+    assert batches == [["a"], ["b", "bad", "c"]]
+    assert all(isinstance(r, writer_module.DatabaseError) for r in results)
+    assert writer._finals == {} and writer._finals_task is None

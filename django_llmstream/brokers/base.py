@@ -8,7 +8,8 @@ runs the generation; and counts who is watching, so an unwatched turn can be can
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +55,17 @@ class Subscription(abc.ABC):
         await self.aclose()
 
 
+class _Outbox:
+    """The events :meth:`BaseBroker.publish_nowait` queued for one turn, and their sender."""
+
+    __slots__ = ("error", "events", "task")
+
+    def __init__(self) -> None:
+        self.events: list[TurnEvent] = []
+        self.task: asyncio.Task[None] | None = None
+        self.error: Exception | None = None
+
+
 class BaseBroker(abc.ABC):
     """Base of the broker backends (``LLMSTREAM["BROKER"]["BACKEND"]``)."""
 
@@ -62,6 +74,7 @@ class BaseBroker(abc.ABC):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
+        self._outboxes: dict[str, _Outbox] = {}
 
     @classmethod
     def check(cls, config: Mapping[str, Any]) -> list[checks.CheckMessage]:
@@ -71,6 +84,54 @@ class BaseBroker(abc.ABC):
     @abc.abstractmethod
     async def publish(self, turn_id: str, event: TurnEvent) -> None:
         """Append ``event`` to the turn's events; after a terminal event, expire them later."""
+
+    async def publish_many(self, turn_id: str, events: Sequence[TurnEvent]) -> None:
+        """Append several events in order (a backend may send them in one round trip)."""
+        for event in events:
+            await self.publish(turn_id, event)
+
+    def publish_nowait(self, turn_id: str, event: TurnEvent) -> None:
+        """Queue ``event`` without waiting; :meth:`flush` waits until the turn's queued events
+        are published. Events queued for one turn are published in order, those queued while
+        a publish is under way together (:meth:`publish_many`).
+
+        Raises the error of an earlier publish of the turn that failed, so the generation
+        stops instead of streaming into a broker that lost its events. Call it from the
+        event loop that runs the turn."""
+        outbox = self._outboxes.get(turn_id)
+        if outbox is None:
+            outbox = self._outboxes[turn_id] = _Outbox()
+        if outbox.error is not None:
+            raise outbox.error
+        outbox.events.append(event)
+        if outbox.task is None:
+            outbox.task = asyncio.get_running_loop().create_task(self._send(turn_id, outbox))
+
+    async def flush(self, turn_id: str) -> None:
+        """Wait until the events queued by :meth:`publish_nowait` for the turn are published;
+        raise the error of one that failed."""
+        outbox = self._outboxes.get(turn_id)
+        if outbox is None:
+            return
+        if outbox.task is not None:
+            await asyncio.shield(outbox.task)
+        if outbox.error is not None:
+            self._outboxes.pop(turn_id, None)
+            raise outbox.error
+
+    async def _send(self, turn_id: str, outbox: _Outbox) -> None:
+        try:
+            while outbox.events:
+                batch = list(outbox.events)
+                outbox.events.clear()
+                await self.publish_many(turn_id, batch)
+        except Exception as exc:
+            outbox.error = exc
+            outbox.events.clear()
+        finally:
+            outbox.task = None
+            if outbox.error is None and self._outboxes.get(turn_id) is outbox:
+                del self._outboxes[turn_id]
 
     @abc.abstractmethod
     async def known(self, turn_id: str) -> bool:

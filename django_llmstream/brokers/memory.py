@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django_llmstream.brokers.base import BaseBroker, Subscription, TurnEvent
@@ -106,6 +106,17 @@ class MemoryBroker(BaseBroker):
             del self._logs[key]
 
     async def publish(self, turn_id: str, event: TurnEvent) -> None:
+        self.publish_nowait(turn_id, event)
+
+    async def publish_many(self, turn_id: str, events: Sequence[TurnEvent]) -> None:
+        for event in events:
+            self.publish_nowait(turn_id, event)
+
+    async def flush(self, turn_id: str) -> None:
+        return None  # publish_nowait has published already
+
+    def publish_nowait(self, turn_id: str, event: TurnEvent) -> None:
+        """Publish at once: nothing here waits."""
         log = self._logs.get(turn_id)
         if log is None:
             self._expire()  # amortised: only when a turn begins

@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from django.core import checks
@@ -175,13 +175,22 @@ class RedisBroker(BaseBroker):
         return client
 
     async def publish(self, turn_id: str, event: TurnEvent) -> None:
+        await self.publish_many(turn_id, (event,))
+
+    async def publish_many(self, turn_id: str, events: Sequence[TurnEvent]) -> None:
+        """Every event in one round trip (a pipeline)."""
         key = self.key(turn_id, "events")
-        payload = json.dumps(dict(event.data), separators=(",", ":"), ensure_ascii=False)
-        ttl = int(app_settings.BROKER_TTL_SECONDS) if event.terminal else RUNNING_TTL_SECONDS
         async with self.client().pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": event.event, "d": payload}, id=f"0-{event.id}")
-            if event.terminal or event.id == 1:
-                pipe.expire(key, max(ttl, 1))
+            for event in events:
+                payload = json.dumps(dict(event.data), separators=(",", ":"), ensure_ascii=False)
+                pipe.xadd(key, {"e": event.event, "d": payload}, id=f"0-{event.id}")
+                if event.terminal or event.id == 1:
+                    ttl = (
+                        int(app_settings.BROKER_TTL_SECONDS)
+                        if event.terminal
+                        else RUNNING_TTL_SECONDS
+                    )
+                    pipe.expire(key, max(ttl, 1))
             await pipe.execute()
 
     async def known(self, turn_id: str) -> bool:

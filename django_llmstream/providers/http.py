@@ -58,6 +58,7 @@ from django_llmstream.exceptions import (
     UpstreamStreamError,
     UpstreamTimeout,
 )
+from django_llmstream.providers import network
 from django_llmstream.providers.base import BaseProvider, ChatRequest
 from django_llmstream.sse import ServerSentEvent, SSEParser
 
@@ -115,7 +116,7 @@ _clients_lock = threading.Lock()
 def _new_client() -> httpx.AsyncClient:
     max_connections = int(app_settings.MAX_CONNECTIONS)
     connect = float(app_settings.CONNECT_TIMEOUT)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         limits=httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=min(MAX_KEEPALIVE_CONNECTIONS, max_connections),
@@ -131,6 +132,10 @@ def _new_client() -> httpx.AsyncClient:
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
     )
+    # The default transport and the proxies' (from the environment), whichever a URL uses.
+    for transport in (client._transport, *client._mounts.values()):
+        network.install(transport)
+    return client
 
 
 def get_client() -> httpx.AsyncClient:

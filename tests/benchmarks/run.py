@@ -139,19 +139,27 @@ def uvicorn(
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+#: The settings ``ours``, ``ours_pg`` and ``before`` run with (see the module's docstring).
+SITE_SETTINGS = Path(__file__).resolve().parent / "site"
+
+
 def our_env(
-    base: dict[str, str], upstream_port: int, database_url: str, tree: Path = ROOT
+    base: dict[str, str],
+    upstream_port: int,
+    database_url: str,
+    tree: Path = ROOT,
+    settings: str = "llmstream_bench_settings",
 ) -> dict[str, str]:
     return {
         **base,
-        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "DJANGO_SETTINGS_MODULE": settings,
         "DJANGO_DEBUG": "off",
         "DATABASE_URL": database_url,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
         "OPENAI_MODEL": "bench",
         "LLMSTREAM_LIMITS": "off",
         "LLMSTREAM_DEFAULT_PROVIDER": "openai",
-        "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'testproject'}{os.pathsep}{ROOT}",
+        "PYTHONPATH": os.pathsep.join(map(str, (tree, tree / "testproject", SITE_SETTINGS, ROOT))),
     }
 
 
@@ -229,6 +237,7 @@ class Bench:
         )
         base = {**os.environ, "PYTHONPATH": str(ROOT)}
         base.pop("DATABASE_URL", None)
+        base.pop("REDIS_URL", None)  # only ours_redis uses it
         relay_env = {**base, "BENCH_UPSTREAM": f"http://127.0.0.1:{self.upstream_port}/v1"}
         body = b'{"prompt": "Tell me something."}'
         wanted = set(self.args.servers)
@@ -243,6 +252,19 @@ class Bench:
             env = our_env(base, self.upstream_port, f"sqlite:///{self.workdir / 'bench.sqlite3'}")
             migrate(env)
             plans.append(("ours", "testproject.asgi:application", env, ROOT / "testproject"))
+        redis_url = os.environ.get("REDIS_URL", "")
+        if "ours_redis" in wanted and redis_url:
+            # The Redis broker (and cache) instead of the in-process broker.
+            sqlite = f"sqlite:///{self.workdir / 'redis.sqlite3'}"
+            env = {**our_env(base, self.upstream_port, sqlite), "REDIS_URL": redis_url}
+            migrate(env)
+            plans.append(("ours_redis", "testproject.asgi:application", env, ROOT / "testproject"))
+        if "ours_demo" in wanted:
+            # The demo's own settings: its whole middleware stack and INFO log.
+            sqlite = f"sqlite:///{self.workdir / 'demo.sqlite3'}"
+            env = our_env(base, self.upstream_port, sqlite, settings="testproject.settings")
+            migrate(env)
+            plans.append(("ours_demo", "testproject.asgi:application", env, ROOT / "testproject"))
         database_url = os.environ.get("DATABASE_URL", "")
         postgres = database_url.startswith(("postgres", "postgresql"))
         if "ours_pg" in wanted and postgres:
@@ -618,6 +640,8 @@ def table(results: dict[str, Any]) -> str:
         before = o.replace("ours", "before")
         if before in servers:
             pairs.append((o, before))
+    if "ours_redis" in servers and "ours" in servers:
+        pairs.append(("ours_redis", "ours"))  # the Redis broker against the memory broker
     figures: list[tuple[str, dict[str, Any], int]] = []
 
     def add(label: str, values: dict[str, Any], digits: int = 1) -> None:
@@ -724,8 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--servers",
-        default="starlette,django,ours,ours_pg",
-        help="comma-separated: starlette, django, ours, ours_pg (needs DATABASE_URL)",
+        default="starlette,django,ours,ours_pg,ours_redis",
+        help="comma-separated: starlette, django, ours, ours_pg (needs DATABASE_URL), "
+        "ours_redis (needs REDIS_URL), ours_demo (the demo's whole middleware stack)",
     )
     parser.add_argument("--clients", type=int, default=50, help="throughput clients")
     parser.add_argument("--max-streams", type=int, default=3200, help="capacity ceiling")

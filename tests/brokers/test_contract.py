@@ -144,3 +144,73 @@ async def test_stop_for_a_turn_nobody_runs(brokers: Any) -> None:
     _runner, other = brokers
     if isinstance(other, MemoryBroker):
         assert await other.request_stop(uuid.uuid4().hex) is False
+
+
+async def test_publish_nowait_keeps_order_and_flush_waits_for_it(brokers: Any) -> None:
+    producer, watcher = brokers
+    turn = uuid.uuid4().hex
+    producer.publish_nowait(turn, ev(1, "start"))
+    await producer.flush(turn)
+    async with watcher.subscribe(turn) as sub:
+        for n in range(2, 40):
+            producer.publish_nowait(turn, ev(n))
+            if n % 7 == 0:
+                await asyncio.sleep(0)  # some queued while a publish is under way
+        await producer.flush(turn)
+        assert (await producer.last_event(turn)).id == 39
+        await producer.publish(turn, ev(40, "done"))
+        got = await collect_until_terminal(sub)
+    assert [e.id for e in got] == list(range(1, 41))
+    assert got[5].data == {"text": "piece 6", "n": 6}
+
+
+class _SlowBroker(MemoryBroker):
+    """A broker whose publishing waits (like a network round trip), and may fail."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.batches: list[list[int]] = []
+        self.fail_at: int | None = None
+
+    def publish_nowait(self, turn_id: str, event: TurnEvent) -> None:
+        BaseBroker.publish_nowait(self, turn_id, event)
+
+    async def flush(self, turn_id: str) -> None:
+        await BaseBroker.flush(self, turn_id)
+
+    async def publish_many(self, turn_id: str, events: Any) -> None:
+        await asyncio.sleep(0.01)
+        self.batches.append([e.id for e in events])
+        if self.fail_at is not None and any(e.id >= self.fail_at for e in events):
+            raise ConnectionError("broker gone")
+        for event in events:
+            MemoryBroker.publish_nowait(self, turn_id, event)
+
+
+async def test_events_queued_during_a_round_trip_go_out_together() -> None:
+    broker = _SlowBroker()
+    for n in range(1, 6):
+        broker.publish_nowait("t", ev(n))
+    await asyncio.sleep(0)  # the sender takes what is queued: 1..5
+    for n in range(6, 10):
+        broker.publish_nowait("t", ev(n))
+    await broker.flush("t")
+    assert broker.batches == [[1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert [e.id for e in broker._logs["t"].events] == list(range(1, 10))
+    assert broker._outboxes == {}
+
+
+async def test_a_failed_publish_is_raised_to_the_publisher() -> None:
+    broker = _SlowBroker()
+    broker.fail_at = 3
+    for n in range(1, 5):
+        broker.publish_nowait("t", ev(n))
+    with pytest.raises(ConnectionError):
+        await broker.flush("t")
+    broker.publish_nowait("u", ev(1))  # other turns are not affected
+    await broker.flush("u")
+    broker.fail_at = 3
+    broker.publish_nowait("v", ev(3))
+    await asyncio.sleep(0.05)
+    with pytest.raises(ConnectionError):
+        broker.publish_nowait("v", ev(4))  # the next event of that turn hears of it

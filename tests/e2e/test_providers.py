@@ -220,13 +220,16 @@ def test_anthropic_text_and_tool_call_turn(
     result = client_e2e.read_sse(
         "POST", "/llmstream/stream/", json={"prompt": "Weather in Paris?", "provider": "anthropic"}
     )
-    # Text is content block 0 and the tool_use block 1: the call is still index 0.
-    assert result.by_type("tool_call")[0].json() == {
+    # Text is content block 0 and the tool_use block 1: the call is still index 0. Its
+    # pieces read together went out together; the first event names the call.
+    calls = [event.json() for event in result.by_type("tool_call")]
+    assert {k: calls[0][k] for k in ("index", "id", "name")} == {
         "index": 0,
         "id": "toolu_01NRLabsLyVHZPKxbKvkfSMn",
         "name": "get_weather",
-        "arguments": "",
     }
+    assert all(c["index"] == 0 and c["id"] is None and c["name"] is None for c in calls[1:])
+    assert "".join(c["arguments"] for c in calls) == '{"location": "Paris"}'
     check_turn(
         result,
         provider="anthropic",

@@ -13,7 +13,7 @@ from django.core.wsgi import get_wsgi_application
 
 from django_llmstream.models import Message
 from tests.e2e.conftest import wait_for
-from tests.live import Client
+from tests.live import Client, text_reaches
 from tests.upstream import openai_chunks
 
 pytestmark = pytest.mark.e2e
@@ -72,10 +72,11 @@ def test_stream_under_wsgi_arrives_token_by_token(
         "/llmstream/stream/",
         json={"prompt": "hi"},
         headers={"Accept-Encoding": "gzip"},
-        stop_when=lambda e: e.event == "delta" and e.json()["text"] == PIECES[2],
+        stop_when=text_reaches("".join(PIECES[:3])),
     )
     assert seen.headers["content-encoding"] == "gzip"
-    assert [e.event for e in seen.events] == ["start", "delta", "delta", "delta"]
+    assert seen.events[0].event == "start"
+    assert {e.event for e in seen.events[1:]} == {"delta"}
     # Going away cancelled it, upstream closed, partial text kept.
     assert upstream.wait_for_disconnect(3.0)
     turn_id = seen.events[0].json()["turn"]
