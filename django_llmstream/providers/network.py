@@ -22,7 +22,7 @@ import httpcore
 __all__ = ["PollingBackend", "install"]
 
 
-def socket_readable(sock: socket.socket | None) -> bool:
+def socket_readable(sock: socket.socket | typing.Any) -> bool:
     """Whether a read on ``sock`` would not block (data, or the server's close); a socket
     that is gone counts as readable, so the pool drops its connection."""
     fd = -1 if sock is None else sock.fileno()
@@ -41,7 +41,8 @@ class PollingStream(httpcore.AsyncNetworkStream):
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
-        self._socket: socket.socket | None = stream.get_extra_info("socket")
+        # A socket.socket, or asyncio's TransportSocket wrapping one: both have fileno().
+        self._socket: typing.Any = stream.get_extra_info("socket")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._stream.read(max_bytes, timeout)
