@@ -124,6 +124,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["OPTIONS"] = {**_sqlite_options, **DATABASES["default"].get("OPTIONS", {})}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DJANGO_DB_POOL", True
+):
+    # Under ASGI every request's sync work runs in a thread of its own, so without a pool
+    # each request opens (and closes) a PostgreSQL connection. Django's pool (psycopg_pool,
+    # the "demo" extra) hands them out instead. DJANGO_DB_POOL=off to compare.
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        DATABASES["default"]["OPTIONS"] = {
+            "pool": {"min_size": 2, "max_size": 20, "timeout": 10},
+            **DATABASES["default"].get("OPTIONS", {}),
+        }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
