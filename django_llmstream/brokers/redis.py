@@ -41,6 +41,11 @@ RUNNING_TTL_SECONDS = 24 * 3600
 # every heartbeat interval while they wait.
 WATCHER_TTL_SECONDS = 5.0
 _MAX_BLOCK_SECONDS = 2.0
+# Connections of a process's two pools (see RedisBroker.client), and how long a command
+# waits for a free one before it fails (redis-py's own pools fail at once, at 100).
+COMMAND_CONNECTIONS = 50
+WATCH_CONNECTIONS = 10_000
+POOL_TIMEOUT_SECONDS = 10.0
 
 
 class _RedisSubscription(Subscription):
@@ -67,6 +72,7 @@ class _RedisSubscription(Subscription):
         if self._finished or self._closed:
             return []
         client = self._broker.client()
+        reader = self._broker.client(blocking=True)
         deadline = time.monotonic() + timeout
         key = self._broker.key(self._turn_id, "events")
         while True:
@@ -74,7 +80,7 @@ class _RedisSubscription(Subscription):
             remaining = deadline - time.monotonic()
             # Block in slices so that presence is refreshed while a turn is silent.
             block_ms = max(1, int(min(remaining, _MAX_BLOCK_SECONDS) * 1000))
-            reply = await client.xread({key: f"0-{self._cursor}"}, count=1000, block=block_ms)
+            reply = await reader.xread({key: f"0-{self._cursor}"}, count=1000, block=block_ms)
             events = _decode(reply)
             if events:
                 self._cursor = events[-1].id
@@ -113,7 +119,14 @@ class RedisBroker(BaseBroker):
     """``{"BACKEND": "django_llmstream.brokers.redis.RedisBroker", "LOCATION": "redis://…"}``.
 
     ``OPTIONS``: ``PREFIX`` (key prefix, default ``"llmstream"``) and anything
-    ``redis.asyncio.Redis.from_url`` accepts (e.g. ``max_connections``).
+    ``redis.asyncio.BlockingConnectionPool.from_url`` accepts (e.g. ``socket_timeout``).
+
+    Each process keeps two pools: one for commands (publishing, counting watchers, stops:
+    ``COMMAND_CONNECTIONS``) and one for the blocking reads of watchers, a connection per
+    watcher while it waits (up to ``WATCH_CONNECTIONS``). Both wait up to
+    ``POOL_TIMEOUT_SECONDS`` for a free connection: with one pool, a hundred watchers took
+    every connection redis-py allows by default and publishing failed ("Too many
+    connections"), measured at 100 streams on one worker.
     """
 
     crosses_processes = True
@@ -163,16 +176,28 @@ class RedisBroker(BaseBroker):
     def stop_channel(self) -> str:
         return f"{self.prefix}:stop"
 
-    def client(self) -> Any:
-        """The Redis client of the running event loop (clients are bound to their loop)."""
+    def client(self, *, blocking: bool = False) -> Any:
+        """The Redis client of the running event loop (clients are bound to their loop):
+        for commands, or (``blocking``) for watchers' blocking reads."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        clients = self._clients.get(loop)
+        if clients is None:
             if aioredis is None:  # pragma: no cover
                 raise RuntimeError("pip install 'django-llmstream[redis]'")
-            client = aioredis.Redis.from_url(self.location, **self._client_options)
-            self._clients[loop] = client
-        return client
+            clients = self._clients[loop] = (
+                self._new_client(COMMAND_CONNECTIONS),
+                self._new_client(WATCH_CONNECTIONS),
+            )
+        return clients[1] if blocking else clients[0]
+
+    def _new_client(self, max_connections: int) -> Any:
+        options = {
+            "max_connections": max_connections,
+            "timeout": POOL_TIMEOUT_SECONDS,
+            **self._client_options,
+        }
+        pool = aioredis.BlockingConnectionPool.from_url(self.location, **options)
+        return aioredis.Redis(connection_pool=pool)
 
     async def publish(self, turn_id: str, event: TurnEvent) -> None:
         await self.publish_many(turn_id, (event,))
@@ -271,6 +296,6 @@ class RedisBroker(BaseBroker):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        client = self._clients.pop(loop, None)
-        if client is not None:
+        for client in self._clients.pop(loop, ()):
             await client.aclose()
+            await client.connection_pool.disconnect()

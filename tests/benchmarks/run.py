@@ -426,6 +426,47 @@ async def _throughput_once(
     }
 
 
+async def scenario_costs(bench: Bench, quick: bool) -> dict[str, Any]:
+    """CPU per stream and per token, apart: the throughput load with short (10-token) and
+    long (400-token) answers, ``cpu = a * streams + b * tokens`` solved for ``a`` and ``b``
+    (best of the rounds for each length). What a request costs before its first token and
+    what each token costs afterwards explain the other scenarios' figures."""
+    rounds, seconds = (1, 3.0) if quick else (2, 4.0)
+    runs: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    for round_ in range(rounds):
+        for tokens in (10, 400):
+            bench.configure(tokens=tokens, delay=0)
+            for server in bench.order(round_):
+                await asyncio.sleep(0.3)
+                cpu0 = cpu_seconds(server.pid)
+                received, results, _ = await closed_loop(
+                    server.target,
+                    clients=bench.args.clients,
+                    seconds=seconds,
+                    token_size=TOKEN_SIZE,
+                )
+                cpu = cpu_seconds(server.pid) - cpu0
+                # A stream cut at the deadline counts as half of one.
+                streams = sum(1.0 if r.done else 0.5 for r in results)
+                runs.setdefault((server.name, tokens), []).append((cpu, streams, received))
+    out: dict[str, Any] = {}
+    for name in bench.servers:
+        short = min(runs[(name, 10)], key=lambda r: r[0] / max(r[2], 1))
+        long = min(runs[(name, 400)], key=lambda r: r[0] / max(r[2], 1))
+        (c1, s1, t1), (c2, s2, t2) = short, long
+        det = s1 * t2 - s2 * t1
+        if not det or not t1 or not t2:
+            out[name] = {"us_per_stream": None, "us_per_token": None}
+            continue
+        out[name] = {
+            "us_per_stream": round((c1 * t2 - c2 * t1) / det * 1e6, 1),
+            "us_per_token": round((s1 * c2 - s2 * c1) / det * 1e6, 2),
+            "us_per_token_10": round(c1 / t1 * 1e6, 1),
+            "us_per_token_400": round(c2 / t2 * 1e6, 1),
+        }
+    return out
+
+
 def _spread(values: list[float]) -> float:
     finite = [v for v in values if v != float("inf")]
     if len(finite) < 2:
@@ -661,6 +702,18 @@ def table(results: dict[str, Any]) -> str:
         add("throughput: loadgen CPU share", {s: thr[s]["loadgen_cpu_share"] for s in servers}, 2)
         add("throughput: upstream CPU share", {s: thr[s]["upstream_cpu_share"] for s in servers}, 2)
         add("throughput: spread of runs %", {s: thr[s]["spread_pct"] for s in servers})
+    costs = results.get("costs")
+    if costs:
+        add("costs: CPU us per stream", {s: costs[s]["us_per_stream"] for s in servers}, 0)
+        add("costs: CPU us per token", {s: costs[s]["us_per_token"] for s in servers})
+        add(
+            "costs: us/token, 10-token answers",
+            {s: costs[s].get("us_per_token_10") for s in servers},
+        )
+        add(
+            "costs: us/token, 400-token answers",
+            {s: costs[s].get("us_per_token_400") for s in servers},
+        )
     cap = results.get("capacity")
     if cap:
         add("capacity: streams at 20 tok/s", {s: cap[s]["max_streams"] for s in servers}, 0)
@@ -709,6 +762,7 @@ SCENARIOS = {
     "latency": scenario_latency,
     "memory": scenario_memory,
     "throughput": scenario_throughput,
+    "costs": scenario_costs,
     "capacity": scenario_capacity,
     "database": scenario_database,
 }
