@@ -14,6 +14,7 @@ import pytest
 from django_llmstream.models import Message
 from tests.e2e.conftest import Worker, wait_for
 from tests.e2e.conftest import worker_client as _client
+from tests.live import text_reaches
 from tests.upstream import openai_chunks
 
 needs_redis_and_postgres = [
@@ -60,7 +61,7 @@ def test_stop_from_another_worker(workers: tuple[Worker, Worker], upstream: Any)
     upstream.respond(chunks=openai_chunks(PIECES, usage=USAGE), stall_after=4)
     on_a = _client(a)
     body = on_a.post_json("/llmstream/turns/", {"prompt": "count"}).json()
-    on_a.read_sse("GET", body["events_url"], stop_when=lambda e: e.id == "4")
+    seen = on_a.read_sse("GET", body["events_url"], stop_when=text_reaches("".join(PIECES[:3])))
     on_b = _client(b, on_a.http.cookies)
     started = time.monotonic()
     assert on_b.http.post(body["stop_url"]).status_code == 202
@@ -69,7 +70,7 @@ def test_stop_from_another_worker(workers: tuple[Worker, Worker], upstream: Any)
     turn = wait_for(lambda: Message.objects.filter(pk=body["turn"], status="cancelled").first())
     assert turn.content == "".join(PIECES[:3])
     assert closed_after < 1.0, f"upstream closed {closed_after:.2f} s after the stop"
-    end = on_b.read_sse("GET", body["events_url"], headers={"Last-Event-ID": "4"})
+    end = on_b.read_sse("GET", body["events_url"], headers={"Last-Event-ID": seen.events[-1].id})
     assert end.terminal.json()["finish_reason"] == "cancelled"
 
 
@@ -86,14 +87,18 @@ def test_killed_worker_turn_ends_interrupted_with_its_text(
         created = on_doomed.post_json("/llmstream/turns/", {"prompt": "count"})
         assert created.status_code == 201, created.text[-3000:]
         body = created.json()
-        on_doomed.read_sse("GET", body["events_url"], stop_when=lambda e: e.id == "5")
+        seen = on_doomed.read_sse(
+            "GET", body["events_url"], stop_when=text_reaches("".join(PIECES[:4]))
+        )
         # Let a batched write persist the text, then kill the worker without warning.
         wait_for(lambda: Message.objects.get(pk=body["turn"]).content == "".join(PIECES[:4]))
         doomed.process.send_signal(signal.SIGKILL)
         doomed.process.wait(5)
         # A watcher on the surviving worker is told once the lease has run out.
         on_b = _client(b, on_doomed.http.cookies)
-        rest = on_b.read_sse("GET", body["events_url"], headers={"Last-Event-ID": "5"})
+        rest = on_b.read_sse(
+            "GET", body["events_url"], headers={"Last-Event-ID": seen.events[-1].id}
+        )
         assert rest.terminal.event == "error"
         assert rest.terminal.json()["type"] == "interrupted"
         turn = Message.objects.get(pk=body["turn"])
