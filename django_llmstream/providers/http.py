@@ -621,41 +621,16 @@ class HTTPProvider(BaseProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         """Stream the answer; see the class docstring and :class:`BaseProvider`."""
-        loop = asyncio.get_running_loop()
-        max_retries = int(self.setting("MAX_RETRIES"))
-        total = self.setting("TOTAL_TIMEOUT")
-        deadline = None if total is None else loop.time() + float(total)
-        attempt = 0
-        while True:
-            yielded = False
-            try:
-                async with contextlib.aclosing(self._attempt(request, deadline)) as events:
-                    async for event in events:
-                        yielded = True
-                        yield event
-                return
-            except ProviderError as exc:
-                delay = None
-                if not yielded and attempt < max_retries and self.is_retryable_failure(exc):
-                    delay = self._retry_delay(exc, attempt)
-                    if (
-                        delay is not None
-                        and deadline is not None
-                        and loop.time() + delay >= deadline
-                    ):
-                        delay = None  # the retry could not finish in time anyway
-                if delay is None:
-                    self._log_failure(exc)
-                    raise
-                attempt += 1
-                logger.warning(
-                    "%s Retrying in %.2f s (retry %d of %d).",
-                    exc.message,
-                    delay,
-                    attempt,
-                    max_retries,
-                )
-            await asyncio.sleep(delay)
+        events = with_retries(
+            lambda deadline: self._attempt(request, deadline),
+            max_retries=int(self.setting("MAX_RETRIES")),
+            backoff=float(self.setting("RETRY_BACKOFF")),
+            total_timeout=self.setting("TOTAL_TIMEOUT"),
+            is_retryable=self.is_retryable_failure,
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def _attempt(
         self, request: ChatRequest, deadline: float | None
@@ -880,13 +855,6 @@ class HTTPProvider(BaseProvider):
             )
         )
 
-    def _retry_delay(self, error: ProviderError, attempt: int) -> float | None:
-        """Seconds to wait before retry ``attempt + 1``, or ``None`` not to retry."""
-        return retry_delay(error, attempt, float(self.setting("RETRY_BACKOFF")))
-
-    def _log_failure(self, error: ProviderError) -> None:
-        logger.warning("%s [%s, retryable=%s]", error.message, error.type, error.retryable)
-
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -909,6 +877,46 @@ def backoff_delay(backoff: float, attempt: int) -> float:
     """
     step = min(max(backoff, 0.0) * float(2**attempt), MAX_RETRY_AFTER / 2)
     return step + step * min(max(jitter_random(), 0.0), 1.0)
+
+
+async def with_retries(
+    attempt: Callable[[float | None], AsyncGenerator[Event, None]],
+    *,
+    max_retries: int,
+    backoff: float,
+    total_timeout: float | None,
+    is_retryable: Callable[[ProviderError], bool],
+) -> AsyncGenerator[Event, None]:
+    """The events of ``attempt(deadline)``, tried again on a :class:`ProviderError` that
+    ``is_retryable`` accepts, as long as no event was yielded yet (a client never sees an
+    answer twice), up to ``max_retries`` times, waiting :func:`retry_delay` in between, and
+    never past the total timeout (``deadline`` is the loop time it ends, or ``None``).
+    The last failure is logged and raised. Shared by every backend that calls a model."""
+    loop = asyncio.get_running_loop()
+    deadline = None if total_timeout is None else loop.time() + float(total_timeout)
+    retries = 0
+    while True:
+        yielded = False
+        try:
+            async with contextlib.aclosing(attempt(deadline)) as events:
+                async for event in events:
+                    yielded = True
+                    yield event
+            return
+        except ProviderError as exc:
+            delay = None
+            if not yielded and retries < max_retries and is_retryable(exc):
+                delay = retry_delay(exc, retries, backoff)
+                if delay is not None and deadline is not None and loop.time() + delay >= deadline:
+                    delay = None  # the retry could not finish in time anyway
+            if delay is None:
+                logger.warning("%s [%s, retryable=%s]", exc.message, exc.type, exc.retryable)
+                raise
+            retries += 1
+            logger.warning(
+                "%s Retrying in %.2f s (retry %d of %d).", exc.message, delay, retries, max_retries
+            )
+        await asyncio.sleep(delay)
 
 
 def retry_delay(error: ProviderError, attempt: int, backoff: float) -> float | None:

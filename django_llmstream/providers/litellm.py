@@ -67,8 +67,8 @@ from django_llmstream.providers.http import (
     RETRYABLE_STATUSES,
     base_url_password,
     parse_retry_after,
-    retry_delay,
     status_error,
+    with_retries,
 )
 from django_llmstream.providers.openai import FINISH_REASON_MAP
 
@@ -348,41 +348,16 @@ class LiteLLMProvider(BaseProvider):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         litellm = await self._load()
-        loop = asyncio.get_running_loop()
-        max_retries = int(self.setting("MAX_RETRIES"))
-        total = self.setting("TOTAL_TIMEOUT")
-        deadline = None if total is None else loop.time() + float(total)
-        attempt = 0
-        while True:
-            yielded = False
-            try:
-                async with contextlib.aclosing(self._attempt(litellm, request, deadline)) as events:
-                    async for event in events:
-                        yielded = True
-                        yield event
-                return
-            except ProviderError as exc:
-                delay = None
-                if not yielded and attempt < max_retries and self.is_retryable_failure(exc):
-                    delay = retry_delay(exc, attempt, float(self.setting("RETRY_BACKOFF")))
-                    if (
-                        delay is not None
-                        and deadline is not None
-                        and loop.time() + delay >= deadline
-                    ):
-                        delay = None  # the retry could not finish in time anyway
-                if delay is None:
-                    logger.warning("%s [%s, retryable=%s]", exc.message, exc.type, exc.retryable)
-                    raise
-                attempt += 1
-                logger.warning(
-                    "%s Retrying in %.2f s (retry %d of %d).",
-                    exc.message,
-                    delay,
-                    attempt,
-                    max_retries,
-                )
-            await asyncio.sleep(delay)
+        events = with_retries(
+            lambda deadline: self._attempt(litellm, request, deadline),
+            max_retries=int(self.setting("MAX_RETRIES")),
+            backoff=float(self.setting("RETRY_BACKOFF")),
+            total_timeout=self.setting("TOTAL_TIMEOUT"),
+            is_retryable=self.is_retryable_failure,
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def _load(self) -> Any:
         if _litellm is not None:
