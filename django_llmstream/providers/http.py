@@ -619,18 +619,16 @@ class HTTPProvider(BaseProvider):
 
     # -- streaming ---------------------------------------------------------------------
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
-        """Stream the answer; see the class docstring and :class:`BaseProvider`."""
-        events = with_retries(
+    def stream(self, request: ChatRequest) -> AsyncGenerator[Event, None]:
+        """Stream the answer; see the class docstring and :class:`BaseProvider`. (The
+        retrying generator itself: no generator of our own in between, per event.)"""
+        return with_retries(
             lambda deadline: self._attempt(request, deadline),
             max_retries=int(self.setting("MAX_RETRIES")),
             backoff=float(self.setting("RETRY_BACKOFF")),
             total_timeout=self.setting("TOTAL_TIMEOUT"),
             is_retryable=self.is_retryable_failure,
         )
-        async with contextlib.aclosing(events):
-            async for event in events:
-                yield event
 
     async def _attempt(
         self, request: ChatRequest, deadline: float | None
